@@ -1,5 +1,5 @@
 """Architectures: dense conditional ResNets (and, for molecules, E(n)-equivariant GNNs)."""
 
-from molfff.nn.resnet import ResNet, ResidualBlock, resnet
+from molfff.nn.resnet import ResidualBlock, ResNet, resnet
 
 __all__ = ["ResNet", "ResidualBlock", "resnet"]

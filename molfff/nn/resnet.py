@@ -3,7 +3,7 @@
 Network ``y = x + W_out · h_L`` (global skip connection; ``W_out`` is zero at initialisation so
 the map starts at the identity), with
 
-    h_0 = act(W_in [x, c] + b),     h_{l+1} = h_l + GLU(W_g [r_l, c]),    r_l = W_2 act(W_1 act(h_l))
+    h_0 = act(W_in [x, c] + b),   h_{l+1} = h_l + GLU(W_g [r_l, c]),   r_l = W_2 act(W_1 act(h_l))
 
 where ``GLU(a, b) = a ⊙ σ(b)`` (Dauphin et al. 2017) carries the conditioning ``c`` into the end of
 every block. Presets (Draxler et al. 2024, appendix C.1): "S" = 10 residual blocks of width 50;

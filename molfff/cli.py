@@ -1,0 +1,191 @@
+"""The ``molfff`` command line: train, sample, evaluate.
+
+Every error a user can cause (files, flags, configs, checkpoints) ends in one line on stderr and
+exit status 2; results go to stdout, progress and notes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from pathlib import Path
+
+from molfff.errors import UserError
+
+
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _overrides(args) -> list[str]:
+    return list(args.overrides) + list(args.set or [])
+
+
+def _spawned_rank() -> bool:
+    """True in the worker processes that Lightning's DDP launcher re-executes this command in."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 and "MOLFFF_RUN_DIR" in os.environ
+
+
+def cmd_train(args) -> int:
+    from molfff.train.config import load_config
+    from molfff.train.runner import load_run_config, make_run_dir, train
+
+    if args.resume:
+        run_dir = Path(args.config)
+        if not run_dir.is_dir():
+            raise UserError(f"--resume needs a run folder, got {run_dir}")
+        from molfff.train.config import build_config
+
+        config = build_config(load_run_config(run_dir).to_dict(), _overrides(args))
+    else:
+        config = load_config(args.config, _overrides(args), fast=args.fast)
+        run_dir = None
+    if args.run_dir:
+        run_dir = Path(args.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if _spawned_rank():  # same run folder and beta as rank 0, which started this process
+        run_dir = Path(os.environ["MOLFFF_RUN_DIR"])
+        if "MOLFFF_BETA" in os.environ:
+            beta = float(os.environ["MOLFFF_BETA"])
+            config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, beta=beta))
+    elif args.beta_search:
+        from molfff.train.beta_search import search_beta
+
+        _note(f"beta search over {config.beta_search.epochs}-epoch runs:")
+        beta, _ = search_beta(config, report=_note)
+        config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, beta=beta))
+        os.environ["MOLFFF_BETA"] = repr(beta)
+    if run_dir is None:
+        run_dir = make_run_dir(config)
+    os.environ["MOLFFF_RUN_DIR"] = str(run_dir)
+    if not _spawned_rank():
+        _note(f"run folder: {run_dir}")
+    result = train(config, run_dir=run_dir, resume=args.resume)
+    if not result.metrics:  # a non-zero rank of a distributed run
+        return 0
+    _print_metrics(result.metrics, args.json)
+    _note(f"checkpoints: {run_dir / 'checkpoints'}; metrics: {run_dir / 'metrics.json'}")
+    return 0
+
+
+def _print_metrics(metrics: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    split = metrics.get("split", "test")
+    print(f"{split} NLL (exact, nats): {metrics['nll']:.4f} ± {metrics['nll_stderr']:.4f}")
+    if "true_nll" in metrics:
+        print(f"true NLL on the same points: {metrics['true_nll']:.4f}   "
+              f"KL(p||q): {metrics['kl']:.4f} ± {metrics['kl_stderr']:.4f}")
+    print(f"reconstruction ||x - g(f(x))||^2: {metrics['reconstruction']:.3g}")
+    for fig in metrics.get("figures", []):
+        print(f"figure: {fig}")
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+    import torch
+
+    from molfff.train.runner import load_model
+
+    if args.n <= 0:
+        raise UserError(f"--n must be positive, got {args.n}")
+    config, module, ckpt = load_model(args.checkpoint, Path(args.runs))
+    _note(f"sampling {args.n} from {ckpt}")
+    if module.hparams.get("cond_dim", 0):
+        raise UserError("this model is conditional; sample it through its task's command")
+    g = torch.Generator().manual_seed(args.seed)
+    chunks = [module.sample(min(args.batch_size, args.n - i), generator=g)
+              for i in range(0, args.n, args.batch_size)]
+    x = torch.cat(chunks).numpy()
+    if args.out is None:
+        np.savetxt(sys.stdout, x, delimiter=",", fmt="%.6g",
+                   header=",".join(f"x{i}" for i in range(x.shape[1])), comments="")
+        return 0
+    out = Path(args.out)
+    if out.suffix not in (".csv", ".npy"):
+        raise UserError(f"--out {out}: use a .csv or .npy file name")
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".npy":
+        with open(tmp, "wb") as fh:
+            np.save(fh, x)
+    else:
+        np.savetxt(tmp, x, delimiter=",", fmt="%.6g",
+                   header=",".join(f"x{i}" for i in range(x.shape[1])), comments="")
+    tmp.replace(out)
+    _note(f"wrote {len(x)} samples to {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from molfff.train.runner import evaluate, load_model
+    from molfff.train.tasks import build_task
+
+    config, module, ckpt = load_model(args.checkpoint, Path(args.runs))
+    _note(f"evaluating {ckpt} on the {args.split} split")
+    task = build_task(config.data, config.seed)
+    metrics = evaluate(module, task, args.split, config.trainer.eval_batch_size)
+    metrics["checkpoint"] = str(ckpt)
+    _print_metrics(metrics, args.json)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="molfff", description="Free-form flows: train, sample, "
+                                "evaluate. See README.md.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a model from a config in configs/ (or a YAML path)")
+    t.add_argument("config", help="config name (toy2d) or path; with --resume, a run folder")
+    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="config overrides, e.g. loss.beta=20 trainer.max_epochs=5")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="same as a positional "
+                   "override; may be repeated")
+    t.add_argument("--fast", action="store_true", help="apply the config's short `fast` preset")
+    t.add_argument("--resume", action="store_true",
+                   help="continue the run folder given as CONFIG from its last checkpoint")
+    t.add_argument("--beta-search", action="store_true",
+                   help="pick beta by short runs over factors of 10 first (paper app. B.4)")
+    t.add_argument("--run-dir", default=None, help="use this run folder instead of a new one "
+                   "under run.root (multi-node runs: the same shared path on every node)")
+    t.add_argument("--json", action="store_true", help="print final metrics as JSON")
+    t.set_defaults(func=cmd_train)
+
+    for name, helptext in (("sample", "draw samples from a trained model"),
+                           ("evaluate", "exact NLL and reconstruction on a data split")):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("checkpoint", nargs="?", default=None,
+                       help="checkpoint file or run folder (default: the most recent run)")
+        s.add_argument("--runs", default="runs", help="where runs live (default: runs)")
+        if name == "sample":
+            s.add_argument("--n", type=int, default=1000, help="number of samples")
+            s.add_argument("--out", default=None, help=".csv or .npy file (default: CSV on "
+                           "stdout)")
+            s.add_argument("--seed", type=int, default=0)
+            s.add_argument("--batch-size", type=int, default=10000)
+            s.set_defaults(func=cmd_sample)
+        else:
+            s.add_argument("--split", choices=("val", "test"), default="test")
+            s.add_argument("--json", action="store_true", help="machine-readable output")
+            s.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as err:
+        print(f"molfff: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("molfff: interrupted; the last checkpoint is intact "
+              "(resume with: molfff train RUN_FOLDER --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

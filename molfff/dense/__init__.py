@@ -1,0 +1,1 @@
+"""Dense-vector applications: 2-D test densities (and, later, SBI and tabular data)."""

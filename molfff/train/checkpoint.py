@@ -1,0 +1,55 @@
+"""Atomic checkpoint writes and safe, checked checkpoint reads."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from molfff.errors import UserError
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes a checkpoint to a temporary file in the same folder, then renames it in place.
+
+    A crash mid-write leaves the previous checkpoint intact instead of a truncated file.
+    """
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                torch.save(checkpoint, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+REQUIRED_KEYS = ("state_dict", "hyper_parameters")
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a molfff checkpoint with ``weights_only=True``; bad files raise one UserError."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for corrupt or foreign files
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"checkpoint {path} cannot be read ({reason[:200]})") from None
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
+        raise UserError(f"checkpoint {path} is not a molfff training checkpoint "
+                        f"(missing {', '.join(k for k in REQUIRED_KEYS if k not in ckpt)})"
+                        if isinstance(ckpt, dict) else
+                        f"checkpoint {path} is not a molfff training checkpoint")
+    return ckpt
