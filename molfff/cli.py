@@ -37,12 +37,17 @@ def cmd_train(args) -> int:
         run_dir = Path(args.config)
         if not run_dir.is_dir():
             raise UserError(f"--resume needs a run folder, got {run_dir}")
+        from molfff.train.checkpoint import read_checkpoint
         from molfff.train.config import build_config
 
         config = build_config(load_run_config(run_dir).to_dict(), _overrides(args))
+        read_checkpoint(run_dir / "checkpoints" / "last.ckpt")
     else:
         config = load_config(args.config, _overrides(args), fast=args.fast)
         run_dir = None
+    from molfff.train.tasks import build_task
+
+    task = build_task(config.data, config.seed)  # bad data settings fail before any folder exists
     if args.run_dir:
         run_dir = Path(args.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +60,7 @@ def cmd_train(args) -> int:
         from molfff.train.beta_search import search_beta
 
         _note(f"beta search over {config.beta_search.epochs}-epoch runs:")
-        beta, _ = search_beta(config, report=_note)
+        beta, _ = search_beta(config, report=_note, task=task)
         config = dataclasses.replace(config, loss=dataclasses.replace(config.loss, beta=beta))
         os.environ["MOLFFF_BETA"] = repr(beta)
     if run_dir is None:
@@ -63,7 +68,7 @@ def cmd_train(args) -> int:
     os.environ["MOLFFF_RUN_DIR"] = str(run_dir)
     if not _spawned_rank():
         _note(f"run folder: {run_dir}")
-    result = train(config, run_dir=run_dir, resume=args.resume)
+    result = train(config, run_dir=run_dir, resume=args.resume, task=task)
     if not result.metrics:  # a non-zero rank of a distributed run
         return 0
     _print_metrics(result.metrics, args.json)
@@ -175,7 +180,14 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    # KEY=VALUE overrides may come after flags (`train toy2d --fast loss.beta=3`)
+    if extra and args.command == "train" and all("=" in e and not e.startswith("-")
+                                                 for e in extra):
+        args.overrides = list(args.overrides) + extra
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except UserError as err:

@@ -45,7 +45,7 @@ def plot_2d(model, data: Tensor, true_log_prob: Callable[[Tensor], Tensor] | Non
     learned = torch.cat([model.log_prob(chunk.to(param)).cpu()
                          for chunk in pts.split(4096)]).exp().reshape(grid, grid)
     many = model.sample(200_000, generator=torch.Generator().manual_seed(1)).cpu()
-    hist, _, _ = torch.histogram(many.float(), bins=[xs.float(), ys.float()], density=True)
+    hist, _ = torch.histogramdd(many.float(), bins=[xs.float(), ys.float()], density=True)
     panels = [(learned, "learned density (exact formula)"), (hist, "histogram of samples")]
     if true_log_prob is not None:
         panels.insert(0, (true_log_prob(pts.double()).exp().reshape(grid, grid), "true density"))

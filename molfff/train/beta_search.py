@@ -13,6 +13,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from molfff.dense.splits import DenseTask
 from molfff.train.config import Config
 from molfff.train.runner import EpochHistory, build, make_trainer, quiet_lightning
 
@@ -53,7 +54,7 @@ def judge(nll: list[float], recon: list[float], dim: int, nll_jump: float,
     return True, "stable"
 
 
-def run_trial(config: Config, beta: float) -> BetaTrial:
+def run_trial(config: Config, beta: float, task: DenseTask | None = None) -> BetaTrial:
     """Train ``beta_search.epochs`` epochs at ``beta`` without checkpoints or loggers."""
     cfg = dataclasses.replace(
         config,
@@ -63,7 +64,7 @@ def run_trial(config: Config, beta: float) -> BetaTrial:
                                     check_val_every_n_epoch=1, devices=1, num_nodes=1,
                                     strategy="auto"),
     )
-    module, dm, _ = build(cfg)
+    module, dm, _ = build(cfg, task)
     history = EpochHistory()
     trainer = make_trainer(cfg, None, [history], checkpoints=False, loggers=False,
                            progress=False)
@@ -78,7 +79,8 @@ def run_trial(config: Config, beta: float) -> BetaTrial:
     return BetaTrial(beta, nll, recon, stable, reason)
 
 
-def search_beta(config: Config, report=print) -> tuple[float, list[BetaTrial]]:
+def search_beta(config: Config, report=print,
+                task: DenseTask | None = None) -> tuple[float, list[BetaTrial]]:
     """Run the trials and pick a beta: the best final NLL among stable ones.
 
     If none is stable, the largest beta tried is returned (and the report says so): instability
@@ -87,7 +89,7 @@ def search_beta(config: Config, report=print) -> tuple[float, list[BetaTrial]]:
     quiet_lightning()
     trials = []
     for beta in candidate_betas(config):
-        trial = run_trial(config, beta)
+        trial = run_trial(config, beta, task)
         trials.append(trial)
         recon = f"{trial.reconstruction[-1]:.4g}" if trial.reconstruction else "-"
         report(f"beta {beta:<10g} val NLL {trial.final_nll:9.4f}  recon {recon:>9}  "

@@ -45,8 +45,9 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"checkpoint {path} cannot be read ({reason[:200]})") from None
+        text = str(err).strip()
+        reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
+        raise UserError(f"checkpoint {path} cannot be read ({reason[:160]})") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
         raise UserError(f"checkpoint {path} is not a molfff training checkpoint "
                         f"(missing {', '.join(k for k in REQUIRED_KEYS if k not in ckpt)})"

@@ -37,6 +37,8 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*exists and is not empty.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
 def make_run_dir(config: Config) -> Path:
@@ -102,9 +104,13 @@ def make_trainer(config: Config, run_dir: Path | None, callbacks: list[Callback]
     t = config.trainer
     callbacks = list(callbacks)
     if checkpoints:
-        callbacks.append(ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best",
-                                         monitor="val/nll", mode="min", save_last=True,
-                                         save_top_k=1, enable_version_counter=False))
+        # two callbacks: this Lightning's save_last only fires when a new best was saved
+        callbacks += [
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/nll",
+                            mode="min", save_top_k=1, enable_version_counter=False),
+            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None,
+                            save_top_k=1, every_n_epochs=1, enable_version_counter=False),
+        ]
     return L.Trainer(
         max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
         strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
@@ -153,7 +159,8 @@ class TrainResult:
 
 
 def train(config: Config, *, run_dir: Path | None = None, resume: bool = False,
-          progress: bool | None = None) -> TrainResult:
+          progress: bool | None = None, callbacks: list[Callback] = (),
+          task: DenseTask | None = None) -> TrainResult:
     """Fit, then evaluate the best checkpoint on the test split and write figures.
 
     Args:
@@ -161,18 +168,26 @@ def train(config: Config, *, run_dir: Path | None = None, resume: bool = False,
         run_dir: folder to use (a new one under ``run.root`` if omitted).
         resume: continue from ``run_dir/checkpoints/last.ckpt`` (optimizer, schedule, epoch).
         progress: override ``trainer.progress_bar``.
+        callbacks: extra Lightning callbacks.
+        task: the task's data, if already built from ``config.data``.
     """
     quiet_lightning()
     if resume:
         if run_dir is None:
             raise UserError("resume needs a run folder")
         ckpt_path = run_dir / "checkpoints" / "last.ckpt"
-        read_checkpoint(ckpt_path)  # clear error on a missing or corrupt file, before any work
+        # a missing or corrupt file is reported before any work is done
+        old = from_dict(Config, read_checkpoint(ckpt_path)["hyper_parameters"]["config"])
+        if (old.optim.schedule == "onecycle"
+                and old.trainer.max_epochs != config.trainer.max_epochs):
+            raise UserError(f"{run_dir} was laid out for {old.trainer.max_epochs} epochs by its "
+                            f"one-cycle schedule; resume it with trainer.max_epochs="
+                            f"{old.trainer.max_epochs}, or start a new run")
     else:
-        run_dir = make_run_dir(config) if run_dir is None else run_dir
         ckpt_path = None
-    module, dm, task = build(config)
-    trainer = make_trainer(config, run_dir, loggers=make_logger(config, run_dir),
+    module, dm, task = build(config, task)
+    run_dir = make_run_dir(config) if run_dir is None else run_dir
+    trainer = make_trainer(config, run_dir, callbacks, loggers=make_logger(config, run_dir),
                            progress=progress)
     if trainer.is_global_zero:
         save_config(config, run_dir / "config.yaml")

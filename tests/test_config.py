@@ -1,0 +1,51 @@
+import pytest
+
+from molfff.errors import UserError
+from molfff.train.config import build_config, load_config
+
+
+def test_repo_config_loads_with_fast_preset():
+    cfg = load_config("toy2d", fast=True)
+    assert cfg.name == "toy2d"
+    assert cfg.trainer.max_epochs == 2 and cfg.data.n_train == 4000
+    full = load_config("toy2d")
+    assert full.trainer.max_epochs > cfg.trainer.max_epochs
+
+
+def test_overrides_are_typed():
+    cfg = build_config({}, ["loss.beta=20", "optim.grad_clip=null", "trainer.devices=2"])
+    assert cfg.loss.beta == 20.0 and isinstance(cfg.loss.beta, float)
+    assert cfg.optim.grad_clip is None
+    assert cfg.trainer.devices == 2
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["loss.bta=1"], "unknown config key loss.bta.*valid keys: beta"),
+    (["nope=1"], "unknown config key nope"),
+    (["loss.beta=abc"], "loss.beta: expected a number"),
+    (["data.batch_size=1.5"], "data.batch_size: expected an integer"),
+    (["optim.schedule=cosine"], "optim.schedule: 'cosine' is not one of"),
+    (["loss.beta=-1"], "loss.beta must be non-negative"),
+    (["data.batch_size=0"], "data.batch_size must be positive"),
+    (["logger.wandb=maybe"], "logger.wandb"),
+    (["loss"], "must look like key=value"),
+    (["loss=3"], "section loss must be a mapping"),
+])
+def test_bad_values_name_the_key(overrides, message):
+    with pytest.raises(UserError, match=message):
+        build_config({}, overrides)
+
+
+def test_unknown_config_name_lists_known_ones():
+    with pytest.raises(UserError, match="no config 'toy3d'.*toy2d"):
+        load_config("toy3d")
+
+
+def test_bad_yaml_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(str(path))
+    path.write_text("- a list\n")
+    with pytest.raises(UserError, match="must be a mapping"):
+        load_config(str(path))
