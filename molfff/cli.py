@@ -83,8 +83,10 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
     split = metrics.get("split", "test")
     print(f"{split} NLL (exact, nats): {metrics['nll']:.4f} ± {metrics['nll_stderr']:.4f}")
     if "true_nll" in metrics:
-        print(f"true NLL on the same points: {metrics['true_nll']:.4f}   "
-              f"KL(p||q): {metrics['kl']:.4f} ± {metrics['kl_stderr']:.4f}")
+        print(
+            f"true NLL on the same points: {metrics['true_nll']:.4f}   "
+            f"KL(p||q): {metrics['kl']:.4f} ± {metrics['kl_stderr']:.4f}"
+        )
     print(f"reconstruction ||x - g(f(x))||^2: {metrics['reconstruction']:.3g}")
     for fig in metrics.get("figures", []):
         print(f"figure: {fig}")
@@ -103,12 +105,20 @@ def cmd_sample(args) -> int:
     if module.hparams.get("cond_dim", 0):
         raise UserError("this model is conditional; sample it through its task's command")
     g = torch.Generator().manual_seed(args.seed)
-    chunks = [module.sample(min(args.batch_size, args.n - i), generator=g)
-              for i in range(0, args.n, args.batch_size)]
+    chunks = [
+        module.sample(min(args.batch_size, args.n - i), generator=g)
+        for i in range(0, args.n, args.batch_size)
+    ]
     x = torch.cat(chunks).numpy()
     if args.out is None:
-        np.savetxt(sys.stdout, x, delimiter=",", fmt="%.6g",
-                   header=",".join(f"x{i}" for i in range(x.shape[1])), comments="")
+        np.savetxt(
+            sys.stdout,
+            x,
+            delimiter=",",
+            fmt="%.6g",
+            header=",".join(f"x{i}" for i in range(x.shape[1])),
+            comments="",
+        )
         return 0
     out = Path(args.out)
     if out.suffix not in (".csv", ".npy"):
@@ -118,8 +128,14 @@ def cmd_sample(args) -> int:
         with open(tmp, "wb") as fh:
             np.save(fh, x)
     else:
-        np.savetxt(tmp, x, delimiter=",", fmt="%.6g",
-                   header=",".join(f"x{i}" for i in range(x.shape[1])), comments="")
+        np.savetxt(
+            tmp,
+            x,
+            delimiter=",",
+            fmt="%.6g",
+            header=",".join(f"x{i}" for i in range(x.shape[1])),
+            comments="",
+        )
     tmp.replace(out)
     _note(f"wrote {len(x)} samples to {out}")
     return 0
@@ -139,36 +155,60 @@ def cmd_evaluate(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="molfff", description="Free-form flows: train, sample, "
-                                "evaluate. See README.md.")
+    p = argparse.ArgumentParser(
+        prog="molfff", description="Free-form flows: train, sample, evaluate. See README.md."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model from a config in configs/ (or a YAML path)")
     t.add_argument("config", help="config name (toy2d) or path; with --resume, a run folder")
-    t.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                   help="config overrides, e.g. loss.beta=20 trainer.max_epochs=5")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="same as a positional "
-                   "override; may be repeated")
+    t.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="config overrides, e.g. loss.beta=20 trainer.max_epochs=5",
+    )
+    t.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="same as a positional override; may be repeated",
+    )
     t.add_argument("--fast", action="store_true", help="apply the config's short `fast` preset")
-    t.add_argument("--resume", action="store_true",
-                   help="continue the run folder given as CONFIG from its last checkpoint")
-    t.add_argument("--beta-search", action="store_true",
-                   help="pick beta by short runs over factors of 10 first (paper app. B.4)")
-    t.add_argument("--run-dir", default=None, help="use this run folder instead of a new one "
-                   "under run.root (multi-node runs: the same shared path on every node)")
+    t.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run folder given as CONFIG from its last checkpoint",
+    )
+    t.add_argument(
+        "--beta-search",
+        action="store_true",
+        help="pick beta by short runs over factors of 10 first (paper app. B.4)",
+    )
+    t.add_argument(
+        "--run-dir",
+        default=None,
+        help="use this run folder instead of a new one "
+        "under run.root (multi-node runs: the same shared path on every node)",
+    )
     t.add_argument("--json", action="store_true", help="print final metrics as JSON")
     t.set_defaults(func=cmd_train)
 
-    for name, helptext in (("sample", "draw samples from a trained model"),
-                           ("evaluate", "exact NLL and reconstruction on a data split")):
+    for name, helptext in (
+        ("sample", "draw samples from a trained model"),
+        ("evaluate", "exact NLL and reconstruction on a data split"),
+    ):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("checkpoint", nargs="?", default=None,
-                       help="checkpoint file or run folder (default: the most recent run)")
+        s.add_argument(
+            "checkpoint",
+            nargs="?",
+            default=None,
+            help="checkpoint file or run folder (default: the most recent run)",
+        )
         s.add_argument("--runs", default="runs", help="where runs live (default: runs)")
         if name == "sample":
             s.add_argument("--n", type=int, default=1000, help="number of samples")
-            s.add_argument("--out", default=None, help=".csv or .npy file (default: CSV on "
-                           "stdout)")
+            s.add_argument("--out", default=None, help=".csv or .npy file (default: CSV on stdout)")
             s.add_argument("--seed", type=int, default=0)
             s.add_argument("--batch-size", type=int, default=10000)
             s.set_defaults(func=cmd_sample)
@@ -183,8 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     args, extra = p.parse_known_args(argv)
     # KEY=VALUE overrides may come after flags (`train toy2d --fast loss.beta=3`)
-    if extra and args.command == "train" and all("=" in e and not e.startswith("-")
-                                                 for e in extra):
+    if extra and args.command == "train" and all("=" in e and not e.startswith("-") for e in extra):
         args.overrides = list(args.overrides) + extra
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -194,8 +233,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"molfff: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("molfff: interrupted; the last checkpoint is intact "
-              "(resume with: molfff train RUN_FOLDER --resume)", file=sys.stderr)
+        print(
+            "molfff: interrupted; the last checkpoint is intact "
+            "(resume with: molfff train RUN_FOLDER --resume)",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -15,8 +15,9 @@ class AffineCoupling(nn.Module):
         self.d1 = dim // 2
         self.a = nn.Parameter(torch.eye(dim) + 0.3 * torch.randn(dim, dim))
         self.b = nn.Parameter(0.1 * torch.randn(dim))
-        self.net = nn.Sequential(nn.Linear(self.d1, hidden), nn.Tanh(),
-                                 nn.Linear(hidden, 2 * (dim - self.d1)))
+        self.net = nn.Sequential(
+            nn.Linear(self.d1, hidden), nn.Tanh(), nn.Linear(hidden, 2 * (dim - self.d1))
+        )
         for p in self.net.parameters():
             nn.init.normal_(p, std=0.5)
 
@@ -41,7 +42,8 @@ def brute_log_abs_det(fn, x: Tensor, create_graph: bool = False) -> Tensor:
     """``log|det J|`` per sample from the full Jacobian of a per-sample map, ``(B,)``."""
     out = []
     for xi in x:
-        jac = torch.autograd.functional.jacobian(lambda t: fn(t[None])[0], xi,
-                                                 create_graph=create_graph)
+        jac = torch.autograd.functional.jacobian(
+            lambda t: fn(t[None])[0], xi, create_graph=create_graph
+        )
         out.append(torch.linalg.slogdet(jac).logabsdet)
     return torch.stack(out)

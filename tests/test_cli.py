@@ -12,8 +12,13 @@ from tests.helpers import QUIET, small
 
 
 def run_cli(args, cwd, timeout=600):
-    return subprocess.run([sys.executable, "-m", "molfff.cli", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "molfff.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +37,14 @@ def test_train_prints_metrics_and_run_folder(trained):
     assert "run folder: runs/toy2d/" in proc.stderr
     runs = list((cwd / "runs" / "toy2d").iterdir())
     assert len(runs) == 1
-    for name in ("config.yaml", "metrics.json", "checkpoints/best.ckpt", "checkpoints/last.ckpt",
-                 "samples.png", "density.png"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "samples.png",
+        "density.png",
+    ):
         assert (runs[0] / name).exists(), name
 
 
@@ -106,8 +117,20 @@ def test_corrupt_last_checkpoint_is_not_overwritten(tmp_path, capsys):
 
 def test_ddp_with_two_cpu_processes(tmp_path):
     """Lightning's DDP (gloo) with 2 processes on CPU: one run folder, world size 2."""
-    proc = run_cli(["train", "toy2d", "--fast", "--json", *QUIET, "trainer.devices=2",
-                    "trainer.strategy=ddp", "trainer.max_epochs=1"], tmp_path, timeout=900)
+    proc = run_cli(
+        [
+            "train",
+            "toy2d",
+            "--fast",
+            "--json",
+            *QUIET,
+            "trainer.devices=2",
+            "trainer.strategy=ddp",
+            "trainer.max_epochs=1",
+        ],
+        tmp_path,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads(proc.stdout)
     assert metrics["world_size"] == 2

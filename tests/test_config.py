@@ -19,18 +19,21 @@ def test_overrides_are_typed():
     assert cfg.trainer.devices == 2
 
 
-@pytest.mark.parametrize(("overrides", "message"), [
-    (["loss.bta=1"], "unknown config key loss.bta.*valid keys: beta"),
-    (["nope=1"], "unknown config key nope"),
-    (["loss.beta=abc"], "loss.beta: expected a number"),
-    (["data.batch_size=1.5"], "data.batch_size: expected an integer"),
-    (["optim.schedule=cosine"], "optim.schedule: 'cosine' is not one of"),
-    (["loss.beta=-1"], "loss.beta must be non-negative"),
-    (["data.batch_size=0"], "data.batch_size must be positive"),
-    (["logger.wandb=maybe"], "logger.wandb"),
-    (["loss"], "must look like key=value"),
-    (["loss=3"], "section loss must be a mapping"),
-])
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["loss.bta=1"], "unknown config key loss.bta.*valid keys: beta"),
+        (["nope=1"], "unknown config key nope"),
+        (["loss.beta=abc"], "loss.beta: expected a number"),
+        (["data.batch_size=1.5"], "data.batch_size: expected an integer"),
+        (["optim.schedule=cosine"], "optim.schedule: 'cosine' is not one of"),
+        (["loss.beta=-1"], "loss.beta must be non-negative"),
+        (["data.batch_size=0"], "data.batch_size must be positive"),
+        (["logger.wandb=maybe"], "logger.wandb"),
+        (["loss"], "must look like key=value"),
+        (["loss=3"], "section loss must be a mapping"),
+    ],
+)
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(UserError, match=message):
         build_config({}, overrides)

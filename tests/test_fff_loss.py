@@ -14,8 +14,9 @@ def _grads(scalar, params):
 
 
 def _surrogate_grad(f, x, k, generator=None, layout=None):
-    terms = fff_loss(x, f, f.inverse, beta=0.0, layout=layout, hutchinson_samples=k,
-                     generator=generator)
+    terms = fff_loss(
+        x, f, f.inverse, beta=0.0, layout=layout, hutchinson_samples=k, generator=generator
+    )
     return _grads(terms.trace_surrogate.sum(), list(f.parameters()))
 
 
@@ -41,8 +42,7 @@ def test_single_vector_surrogate_gradient_is_unbiased():
     f = AffineCoupling(dim)
     x = torch.randn(4, dim).repeat(4000, 1)  # many v for the same 4 points, in one batch
     got = _surrogate_grad(f, x, k=1)
-    want = _grads(brute_log_abs_det(f, x[:4], create_graph=True).sum() * 4000,
-                  list(f.parameters()))
+    want = _grads(brute_log_abs_det(f, x[:4], create_graph=True).sum() * 4000, list(f.parameters()))
     flat_got = torch.cat([g.flatten() for g in got])
     flat_want = torch.cat([w.flatten() for w in want])
     rel = (flat_got - flat_want).norm() / flat_want.norm()

@@ -42,8 +42,9 @@ def test_centered_samples_have_projector_covariance():
     g = torch.Generator().manual_seed(0)
     latent = CenteredNormal(3, 2)
     z = latent.sample(50000, generator=g).double()
-    torch.testing.assert_close(z.reshape(-1, 3, 2).mean(1), torch.zeros(50000, 2), atol=1e-6,
-                               rtol=0)
+    torch.testing.assert_close(
+        z.reshape(-1, 3, 2).mean(1), torch.zeros(50000, 2), atol=1e-6, rtol=0
+    )
     cov = z.T @ z / z.shape[0]
     proj = latent.layout.basis @ latent.layout.basis.T
     torch.testing.assert_close(cov, proj, atol=0.03, rtol=0)

@@ -41,8 +41,7 @@ def test_linear_closed_form_and_loop_agree():
 def test_elementwise_closed_form():
     """f(x) = sinh(x): log|det J| = sum log cosh(x)."""
     x = torch.randn(6, 3)
-    torch.testing.assert_close(log_abs_det_jacobian(torch.sinh, x),
-                               torch.log(torch.cosh(x)).sum(1))
+    torch.testing.assert_close(log_abs_det_jacobian(torch.sinh, x), torch.log(torch.cosh(x)).sum(1))
 
 
 def test_helmert_basis_is_orthonormal_and_mean_free():
@@ -80,7 +79,8 @@ def _graph_map(w, v, u, batch, num_graphs):
 
     def fn(t):
         pooled = torch.zeros(num_graphs, t.shape[1], dtype=t.dtype).index_add(
-            0, batch, torch.tanh(t @ v))
+            0, batch, torch.tanh(t @ v)
+        )
         return t + torch.tanh(t @ w) + pooled[batch] @ u
 
     return fn
@@ -104,7 +104,8 @@ def test_graph_layout_matches_per_graph_brute_force():
         bg = torch.zeros(n, dtype=torch.long)
         fg = _graph_map(w, v, u, bg, 1)
         jac = torch.autograd.functional.jacobian(
-            lambda t, fg=fg, n=n: fg(t.reshape(n, 5)).reshape(-1), xg.reshape(-1))
+            lambda t, fg=fg, n=n: fg(t.reshape(n, 5)).reshape(-1), xg.reshape(-1)
+        )
         pos_basis = torch.kron(helmert_basis(n), torch.eye(3))  # (3n, 3(n-1))
         basis = torch.zeros(5 * n, 3 * (n - 1) + 2 * n)
         rows = torch.arange(5 * n).reshape(n, 5)
@@ -122,5 +123,6 @@ def test_graph_jacobian_pads_with_identity():
     jac = jacobian(lambda t: 2 * t, x, GraphLayout(batch, pos_dim=3))
     # graph 0 has 3 dof, graph 1 has 6: padded rows of graph 0 are identity
     assert jac.shape == (2, 6, 6)
-    torch.testing.assert_close(torch.linalg.slogdet(jac).logabsdet,
-                               torch.tensor([3, 6]) * math.log(2.0))
+    torch.testing.assert_close(
+        torch.linalg.slogdet(jac).logabsdet, torch.tensor([3, 6]) * math.log(2.0)
+    )

@@ -16,8 +16,9 @@ from tests.helpers import QUIET, small
 
 def test_toy2d_reaches_true_entropy(tmp_path):
     """A few epochs on the 8-mode ring: exact test NLL within 0.1 nats of the true entropy."""
-    cfg = load_config("toy2d", QUIET + [f"run.root={tmp_path}", "trainer.max_epochs=4",
-                                        "data.n_test=5000"])
+    cfg = load_config(
+        "toy2d", QUIET + [f"run.root={tmp_path}", "trainer.max_epochs=4", "data.n_test=5000"]
+    )
     result = train(cfg)
     m = result.metrics
     assert abs(m["nll"] - m["true_nll"]) < 0.1, m
@@ -78,8 +79,11 @@ def test_judge_flags_unstable_and_poor_reconstruction():
 def test_beta_search_rejects_too_small_beta(tmp_path):
     """Appendix B.4: at tiny beta g stops inverting f (reconstruction error); the search
     must reject it and pick a beta whose run is stable."""
-    cfg = load_config("toy2d", small(tmp_path, n_train=4000) + [
-        "beta_search.betas=[0.0001, 100.0]", "beta_search.epochs=3", "optim.lr=0.005"])
+    cfg = load_config(
+        "toy2d",
+        small(tmp_path, n_train=4000)
+        + ["beta_search.betas=[0.0001, 100.0]", "beta_search.epochs=3", "optim.lr=0.005"],
+    )
     lines = []
     beta, trials = search_beta(cfg, report=lines.append)
     assert [t.beta for t in trials] == [0.0001, 100.0]

@@ -13,8 +13,14 @@ import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
 
-def plot_2d(model, data: Tensor, true_log_prob: Callable[[Tensor], Tensor] | None,
-            out_dir: Path, n: int = 5000, grid: int = 120) -> list[Path]:
+def plot_2d(
+    model,
+    data: Tensor,
+    true_log_prob: Callable[[Tensor], Tensor] | None,
+    out_dir: Path,
+    n: int = 5000,
+    grid: int = 120,
+) -> list[Path]:
     """Write ``samples.png`` (data | model samples) and ``density.png``.
 
     ``density.png`` shows the true density, the model's exact density ``p_Z(f(x)) |det J_g|^-1``
@@ -42,8 +48,11 @@ def plot_2d(model, data: Tensor, true_log_prob: Callable[[Tensor], Tensor] | Non
     ys = torch.linspace(lo[1], hi[1], grid)
     pts = torch.cartesian_prod(xs, ys)
     param = next(model.parameters())
-    learned = torch.cat([model.log_prob(chunk.to(param)).cpu()
-                         for chunk in pts.split(4096)]).exp().reshape(grid, grid)
+    learned = (
+        torch.cat([model.log_prob(chunk.to(param)).cpu() for chunk in pts.split(4096)])
+        .exp()
+        .reshape(grid, grid)
+    )
     many = model.sample(200_000, generator=torch.Generator().manual_seed(1)).cpu()
     hist, _ = torch.histogramdd(many.float(), bins=[xs.float(), ys.float()], density=True)
     panels = [(learned, "learned density (exact formula)"), (hist, "histogram of samples")]
@@ -51,8 +60,9 @@ def plot_2d(model, data: Tensor, true_log_prob: Callable[[Tensor], Tensor] | Non
         panels.insert(0, (true_log_prob(pts.double()).exp().reshape(grid, grid), "true density"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)
     for ax, (dens, title) in zip(axes[0], panels, strict=True):
-        ax.imshow(dens.T.float(), origin="lower", extent=(lo[0], hi[0], lo[1], hi[1]),
-                  cmap="viridis")
+        ax.imshow(
+            dens.T.float(), origin="lower", extent=(lo[0], hi[0], lo[1], hi[1]), cmap="viridis"
+        )
         ax.set_title(title)
     fig.tight_layout()
     paths.append(out_dir / "density.png")

@@ -21,15 +21,16 @@ class Split:
         if self.x.dim() != 2:
             raise ValueError(f"x must be (B, D), got {tuple(self.x.shape)}")
         if self.c is not None and (self.c.dim() != 2 or self.c.shape[0] != self.x.shape[0]):
-            raise ValueError(f"c must be (B, C) with B={self.x.shape[0]}, got "
-                             f"{tuple(self.c.shape)}")
-        if not torch.isfinite(self.x).all() or (self.c is not None
-                                                and not torch.isfinite(self.c).all()):
+            raise ValueError(
+                f"c must be (B, C) with B={self.x.shape[0]}, got {tuple(self.c.shape)}"
+            )
+        if not torch.isfinite(self.x).all() or (
+            self.c is not None and not torch.isfinite(self.c).all()
+        ):
             raise ValueError("data contains NaN or infinite values")
 
     def tensors(self) -> tuple[Tensor, ...]:
         return (self.x,) if self.c is None else (self.x, self.c)
-
 
 
 @dataclass

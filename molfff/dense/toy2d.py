@@ -54,9 +54,9 @@ def ring(n_modes: int = 8, radius: float = 2.0, std: float = 0.4) -> GaussianMix
 def blobs() -> GaussianMixture2D:
     """Three overlapping anisotropic components of unequal weight."""
     means = torch.tensor([[-1.0, 0.0], [1.2, 0.8], [0.5, -1.2]])
-    covs = torch.tensor([[[0.6, 0.4], [0.4, 0.5]],
-                         [[0.3, -0.1], [-0.1, 0.4]],
-                         [[0.5, 0.0], [0.0, 0.1]]])
+    covs = torch.tensor(
+        [[[0.6, 0.4], [0.4, 0.5]], [[0.3, -0.1], [-0.1, 0.4]], [[0.5, 0.0], [0.0, 0.1]]]
+    )
     return GaussianMixture2D(means, covs, torch.tensor([0.5, 0.3, 0.2]))
 
 
@@ -74,6 +74,8 @@ def toy2d_task(density: str, n_train: int, n_val: int, n_test: int, seed: int) -
     """Train/validation/test samples of a named density, reproducible from ``seed``."""
     p = get_density(density)
     g = torch.Generator().manual_seed(seed)
-    splits = {name: Split(p.sample(n, generator=g).float())
-              for name, n in (("train", n_train), ("val", n_val), ("test", n_test))}
+    splits = {
+        name: Split(p.sample(n, generator=g).float())
+        for name, n in (("train", n_train), ("val", n_val), ("test", n_test))
+    }
     return DenseTask(f"toy2d/{density}", splits, p.log_prob)

@@ -26,9 +26,14 @@ class FreeFormFlow(nn.Module):
         event_shape: shape of one dense sample, used by ``sample(n)``.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module,
-                 latent: StandardNormal | None = None, layout: Layout | None = None,
-                 event_shape: tuple[int, ...] | None = None):
+    def __init__(
+        self,
+        encoder: nn.Module,
+        decoder: nn.Module,
+        latent: StandardNormal | None = None,
+        layout: Layout | None = None,
+        event_shape: tuple[int, ...] | None = None,
+    ):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
@@ -44,15 +49,33 @@ class FreeFormFlow(nn.Module):
         """``x = g(z)``."""
         return self.decoder(z, c)
 
-    def loss(self, x: Tensor, beta: float, c: Tensor | None = None,
-             layout: Layout | None = None, **kwargs) -> FFFTerms:
+    def loss(
+        self,
+        x: Tensor,
+        beta: float,
+        c: Tensor | None = None,
+        layout: Layout | None = None,
+        **kwargs,
+    ) -> FFFTerms:
         """Surrogate training terms; see :func:`molfff.fff.loss.fff_loss` for kwargs."""
-        return fff_loss(x, self.encoder, self.decoder, beta, c=c,
-                        layout=self.layout if layout is None else layout,
-                        latent=self.latent, **kwargs)
+        return fff_loss(
+            x,
+            self.encoder,
+            self.decoder,
+            beta,
+            c=c,
+            layout=self.layout if layout is None else layout,
+            latent=self.latent,
+            **kwargs,
+        )
 
-    def log_prob(self, x: Tensor, c: Tensor | None = None, layout: Layout | None = None,
-                 chunk_size: int | None = None) -> Tensor:
+    def log_prob(
+        self,
+        x: Tensor,
+        c: Tensor | None = None,
+        layout: Layout | None = None,
+        chunk_size: int | None = None,
+    ) -> Tensor:
         """Exact model log-density ``log p_Z(f(x)) - log|det J_g(f(x))|``, ``(B,)``.
 
         Exact for the model whose density is defined by the decoder g pushing p_Z forward, at
@@ -61,14 +84,21 @@ class FreeFormFlow(nn.Module):
         layout = self.layout if layout is None else layout
         with torch.no_grad():
             z = self.encode(x, c)
-            log_det = log_abs_det_jacobian(lambda t: self.decode(t, c), z, layout,
-                                           chunk_size=chunk_size)
+            log_det = log_abs_det_jacobian(
+                lambda t: self.decode(t, c), z, layout, chunk_size=chunk_size
+            )
             return self.latent.log_prob(z, layout) - log_det
 
     @torch.no_grad()
-    def sample(self, n: int | None = None, c: Tensor | None = None, *,
-               like: Tensor | None = None, layout: Layout | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self,
+        n: int | None = None,
+        c: Tensor | None = None,
+        *,
+        like: Tensor | None = None,
+        layout: Layout | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """``x = g(z)``, ``z ~ p_Z``: one decoder evaluation.
 
         Args:

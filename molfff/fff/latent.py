@@ -29,8 +29,9 @@ class StandardNormal:
         """``log p_Z(z) = -||z||^2/2 - (m/2) log 2π`` per sample, ``(B,)``."""
         return -0.5 * layout.sum_per_sample(z**2) + standard_normal_log_norm(layout.dims(z))
 
-    def sample(self, like: Tensor, layout: Layout,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, like: Tensor, layout: Layout, generator: torch.Generator | None = None
+    ) -> Tensor:
         """A sample shaped like ``like`` (which only provides shape, dtype and device)."""
         return layout.randn(like, generator=generator)
 
@@ -58,12 +59,18 @@ class CenteredNormal(StandardNormal):
         com = z.reshape(z.shape[0], self.layout.n_particles, -1).mean(dim=1)
         scale = z.abs().amax().clamp(min=1.0)
         if bool((com.abs() > 1e-4 * scale).any()):
-            raise ValueError("CenteredNormal.log_prob: z has a non-zero centre of mass "
-                             f"(largest |mean| {com.abs().max().item():.3g})")
+            raise ValueError(
+                "CenteredNormal.log_prob: z has a non-zero centre of mass "
+                f"(largest |mean| {com.abs().max().item():.3g})"
+            )
         return super().log_prob(z, layout)
 
-    def sample(self, like: Tensor | int, layout: Layout | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self,
+        like: Tensor | int,
+        layout: Layout | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
         """Sample; ``like`` may be an int B to draw ``(B, n·d)`` float tensors."""
         if isinstance(like, int):
             like = torch.empty(like, self.layout.n_particles * self.layout.spatial_dim)

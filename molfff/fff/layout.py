@@ -156,12 +156,15 @@ class ParticleLayout(DenseLayout):
 
     def __init__(self, n_particles: int, spatial_dim: int):
         if n_particles < 2 or spatial_dim < 1:
-            raise ValueError(f"need n_particles >= 2 and spatial_dim >= 1, got "
-                             f"{n_particles}, {spatial_dim}")
+            raise ValueError(
+                f"need n_particles >= 2 and spatial_dim >= 1, got {n_particles}, {spatial_dim}"
+            )
         self.n_particles = n_particles
         self.spatial_dim = spatial_dim
-        basis = torch.kron(helmert_basis(n_particles, dtype=torch.float64),
-                           torch.eye(spatial_dim, dtype=torch.float64))
+        basis = torch.kron(
+            helmert_basis(n_particles, dtype=torch.float64),
+            torch.eye(spatial_dim, dtype=torch.float64),
+        )
         super().__init__(basis)
 
     def project(self, t: Tensor) -> Tensor:
@@ -197,8 +200,9 @@ class GraphLayout(Layout):
 
     def _check(self, t: Tensor) -> None:
         if t.dim() != 2 or t.shape[0] != self.batch.numel():
-            raise ValueError(f"graph layout expects ({self.batch.numel()}, F) node rows, "
-                             f"got {tuple(t.shape)}")
+            raise ValueError(
+                f"graph layout expects ({self.batch.numel()}, F) node rows, got {tuple(t.shape)}"
+            )
 
     def num_samples(self, t: Tensor) -> int:
         return self.num_graphs
@@ -250,8 +254,9 @@ class GraphLayout(Layout):
             pos = torch.cat([pos, t.new_zeros(*pos.shape[:3], feat)], dim=3)
             rows.append(pos.reshape(-1, n_nodes, f))
         if feat:
-            onehot = (self.local_index.unsqueeze(0)
-                      == torch.arange(nmax, device=t.device).unsqueeze(1)).to(t.dtype)  # (n, N)
+            onehot = (
+                self.local_index.unsqueeze(0) == torch.arange(nmax, device=t.device).unsqueeze(1)
+            ).to(t.dtype)  # (n, N)
             eye = torch.eye(feat, dtype=t.dtype, device=t.device)
             ft = onehot[:, None, :, None] * eye[None, :, None, :]  # (n, feat, N, feat)
             ft = torch.cat([t.new_zeros(*ft.shape[:3], d), ft], dim=3)
@@ -267,8 +272,9 @@ class GraphLayout(Layout):
             pos = h.unsqueeze(2) * t[:, None, :d]  # (N, K, d)
             parts.append(self._scatter(pos).reshape(self.num_graphs, -1))
         if t.shape[1] > d:
-            onehot = (self.local_index.unsqueeze(1)
-                      == torch.arange(nmax, device=t.device).unsqueeze(0)).to(t.dtype)  # (N, n)
+            onehot = (
+                self.local_index.unsqueeze(1) == torch.arange(nmax, device=t.device).unsqueeze(0)
+            ).to(t.dtype)  # (N, n)
             ft = onehot.unsqueeze(2) * t[:, None, d:]  # (N, n, feat)
             parts.append(self._scatter(ft).reshape(self.num_graphs, -1))
         return torch.cat(parts, dim=1)  # (B, M)

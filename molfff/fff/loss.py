@@ -52,8 +52,9 @@ class FFFTerms:
     x_hat: Tensor
 
 
-def hutchinson_vectors(like: Tensor, layout: Layout, k: int = 1,
-                       generator: torch.Generator | None = None) -> list[Tensor]:
+def hutchinson_vectors(
+    like: Tensor, layout: Layout, k: int = 1, generator: torch.Generator | None = None
+) -> list[Tensor]:
     """Draw K Hutchinson vectors with ``E[v v^T] = I`` on the data subspace.
 
     K = 1: one standard normal vector on the subspace. K > 1: per sample, K vectors with

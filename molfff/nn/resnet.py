@@ -56,22 +56,34 @@ class ResNet(nn.Module):
         skip: global skip connection ``y = x + net(x)``.
     """
 
-    def __init__(self, dim: int, cond_dim: int = 0, width: int = 50, blocks: int = 10,
-                 pre_layers: int = 1, activation: str = "relu", skip: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        cond_dim: int = 0,
+        width: int = 50,
+        blocks: int = 10,
+        pre_layers: int = 1,
+        activation: str = "relu",
+        skip: bool = True,
+    ):
         super().__init__()
         if dim < 1 or width < 1 or blocks < 0 or pre_layers < 1 or cond_dim < 0:
-            raise ValueError(f"invalid ResNet sizes: dim={dim}, cond_dim={cond_dim}, "
-                             f"width={width}, blocks={blocks}, pre_layers={pre_layers}")
+            raise ValueError(
+                f"invalid ResNet sizes: dim={dim}, cond_dim={cond_dim}, "
+                f"width={width}, blocks={blocks}, pre_layers={pre_layers}"
+            )
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from "
-                             f"{sorted(ACTIVATIONS)}")
+            raise ValueError(
+                f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}"
+            )
         self.dim, self.cond_dim, self.skip = dim, cond_dim, skip
         layers: list[nn.Module] = [nn.Linear(dim + cond_dim, width)]
         for _ in range(pre_layers - 1):
             layers += [ACTIVATIONS[activation](), nn.Linear(width, width)]
         self.pre = nn.Sequential(*layers)
         self.blocks = nn.ModuleList(
-            ResidualBlock(width, cond_dim, activation) for _ in range(blocks))
+            ResidualBlock(width, cond_dim, activation) for _ in range(blocks)
+        )
         self.act = ACTIVATIONS[activation]()
         self.out = nn.Linear(width, dim)
         if skip:

@@ -41,8 +41,9 @@ def candidate_betas(config: Config) -> list[float]:
     return [config.loss.beta * 10.0**i for i in range(-k, k + 1)]
 
 
-def judge(nll: list[float], recon: list[float], dim: int, nll_jump: float,
-          recon_tol: float) -> tuple[bool, str]:
+def judge(
+    nll: list[float], recon: list[float], dim: int, nll_jump: float, recon_tol: float
+) -> tuple[bool, str]:
     """Stable: finite NLL that never rises ``nll_jump`` above its best, small final recon/dim."""
     if not nll or not all(math.isfinite(v) for v in nll + recon):
         return False, "non-finite NLL or reconstruction"
@@ -60,27 +61,33 @@ def run_trial(config: Config, beta: float, task: DenseTask | None = None) -> Bet
         config,
         loss=dataclasses.replace(config.loss, beta=beta),
         # trials are short and run on one device, also when the main run is distributed
-        trainer=dataclasses.replace(config.trainer, max_epochs=config.beta_search.epochs,
-                                    check_val_every_n_epoch=1, devices=1, num_nodes=1,
-                                    strategy="auto"),
+        trainer=dataclasses.replace(
+            config.trainer,
+            max_epochs=config.beta_search.epochs,
+            check_val_every_n_epoch=1,
+            devices=1,
+            num_nodes=1,
+            strategy="auto",
+        ),
     )
     module, dm, _ = build(cfg, task)
     history = EpochHistory()
-    trainer = make_trainer(cfg, None, [history], checkpoints=False, loggers=False,
-                           progress=False)
+    trainer = make_trainer(cfg, None, [history], checkpoints=False, loggers=False, progress=False)
     try:
         trainer.fit(module, datamodule=dm)
     except (RuntimeError, ValueError) as err:  # e.g. NaN in a linear algebra routine
         return BetaTrial(beta, [], [], False, f"training failed: {str(err)[:80]}")
     nll = [row.get("val/nll", math.nan) for row in history.rows]
     recon = [row.get("val/reconstruction", math.nan) for row in history.rows]
-    stable, reason = judge(nll, recon, dm.dim, config.beta_search.nll_jump,
-                           config.beta_search.recon_tol)
+    stable, reason = judge(
+        nll, recon, dm.dim, config.beta_search.nll_jump, config.beta_search.recon_tol
+    )
     return BetaTrial(beta, nll, recon, stable, reason)
 
 
-def search_beta(config: Config, report=print,
-                task: DenseTask | None = None) -> tuple[float, list[BetaTrial]]:
+def search_beta(
+    config: Config, report=print, task: DenseTask | None = None
+) -> tuple[float, list[BetaTrial]]:
     """Run the trials and pick a beta: the best final NLL among stable ones.
 
     If none is stable, the largest beta tried is returned (and the report says so): instability
@@ -92,14 +99,15 @@ def search_beta(config: Config, report=print,
         trial = run_trial(config, beta, task)
         trials.append(trial)
         recon = f"{trial.reconstruction[-1]:.4g}" if trial.reconstruction else "-"
-        report(f"beta {beta:<10g} val NLL {trial.final_nll:9.4f}  recon {recon:>9}  "
-               f"{trial.reason}")
+        report(f"beta {beta:<10g} val NLL {trial.final_nll:9.4f}  recon {recon:>9}  {trial.reason}")
     stable = [t for t in trials if t.stable]
     if stable:
         best = min(stable, key=lambda t: t.final_nll)
         report(f"picked beta = {best.beta:g} (lowest validation NLL among stable runs)")
     else:
         best = max(trials, key=lambda t: t.beta)
-        report(f"no beta was stable; using the largest, {best.beta:g}: try larger values "
-               f"(beta_search.betas) or a longer search (beta_search.epochs)")
+        report(
+            f"no beta was stable; using the largest, {best.beta:g}: try larger values "
+            f"(beta_search.betas) or a longer search (beta_search.epochs)"
+        )
     return best.beta, trials

@@ -49,8 +49,10 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         reason = text.splitlines()[0].split(". ")[0] if text else type(err).__name__
         raise UserError(f"checkpoint {path} cannot be read ({reason[:160]})") from None
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in REQUIRED_KEYS):
-        raise UserError(f"checkpoint {path} is not a molfff training checkpoint "
-                        f"(missing {', '.join(k for k in REQUIRED_KEYS if k not in ckpt)})"
-                        if isinstance(ckpt, dict) else
-                        f"checkpoint {path} is not a molfff training checkpoint")
+        raise UserError(
+            f"checkpoint {path} is not a molfff training checkpoint "
+            f"(missing {', '.join(k for k in REQUIRED_KEYS if k not in ckpt)})"
+            if isinstance(ckpt, dict)
+            else f"checkpoint {path} is not a molfff training checkpoint"
+        )
     return ckpt

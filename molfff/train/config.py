@@ -190,8 +190,10 @@ def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         where = f"in section {prefix.rstrip('.')}" if prefix else "at top level"
-        raise UserError(f"unknown config key {prefix}{unknown[0]} {where}; "
-                        f"valid keys: {', '.join(sorted(fields))}")
+        raise UserError(
+            f"unknown config key {prefix}{unknown[0]} {where}; "
+            f"valid keys: {', '.join(sorted(fields))}"
+        )
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
@@ -236,8 +238,14 @@ def resolve_config_path(name: str) -> Path:
     for path in candidates:
         if path.is_file():
             return path
-    known = sorted(p.relative_to(REPO_CONFIGS).with_suffix("").as_posix()
-                   for p in REPO_CONFIGS.rglob("*.yaml")) if REPO_CONFIGS.is_dir() else []
+    known = (
+        sorted(
+            p.relative_to(REPO_CONFIGS).with_suffix("").as_posix()
+            for p in REPO_CONFIGS.rglob("*.yaml")
+        )
+        if REPO_CONFIGS.is_dir()
+        else []
+    )
     raise UserError(f"no config {name!r}: not a file, and not one of: {', '.join(known)}")
 
 
@@ -251,8 +259,9 @@ def read_yaml(path: Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise UserError(f"{path}: a config must be a mapping of sections, "
-                        f"got {type(data).__name__}")
+        raise UserError(
+            f"{path}: a config must be a mapping of sections, got {type(data).__name__}"
+        )
     return data
 
 
@@ -286,9 +295,12 @@ def validate(config: Config) -> None:
         if value not in allowed:
             raise UserError(f"config key {key}: {value!r} is not one of {', '.join(allowed)}")
     positive = {
-        "data.batch_size": config.data.batch_size, "data.n_train": config.data.n_train,
-        "data.n_val": config.data.n_val, "data.n_test": config.data.n_test,
-        "optim.lr": config.optim.lr, "trainer.max_epochs": config.trainer.max_epochs,
+        "data.batch_size": config.data.batch_size,
+        "data.n_train": config.data.n_train,
+        "data.n_val": config.data.n_val,
+        "data.n_test": config.data.n_test,
+        "optim.lr": config.optim.lr,
+        "trainer.max_epochs": config.trainer.max_epochs,
         "loss.hutchinson_samples": config.loss.hutchinson_samples,
         "beta_search.epochs": config.beta_search.epochs,
         "trainer.eval_batch_size": config.trainer.eval_batch_size,
@@ -296,22 +308,27 @@ def validate(config: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise UserError(f"config key {key} must be positive, got {value}")
-    non_negative = {"loss.beta": config.loss.beta, "loss.noise_std": config.loss.noise_std,
-                    "optim.weight_decay": config.optim.weight_decay}
+    non_negative = {
+        "loss.beta": config.loss.beta,
+        "loss.noise_std": config.loss.noise_std,
+        "optim.weight_decay": config.optim.weight_decay,
+    }
     for key, value in non_negative.items():
         if value < 0:
             raise UserError(f"config key {key} must be non-negative, got {value}")
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
-        raise UserError(f"config key optim.grad_clip must be positive or null, "
-                        f"got {config.optim.grad_clip}")
+        raise UserError(
+            f"config key optim.grad_clip must be positive or null, got {config.optim.grad_clip}"
+        )
 
 
 def load_config(name: str, overrides: list[str] = (), fast: bool = False) -> Config:
     """Read a config by name or path, apply ``--fast`` and ``key=value`` overrides, validate."""
     path = resolve_config_path(name)
     data = read_yaml(path)
-    data.setdefault("name", Path(name).with_suffix("").as_posix() if not Path(name).is_file()
-                    else path.stem)
+    data.setdefault(
+        "name", Path(name).with_suffix("").as_posix() if not Path(name).is_file() else path.stem
+    )
     return build_config(data, overrides, fast)
 
 

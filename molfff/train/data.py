@@ -42,8 +42,14 @@ class ArrayDataModule(L.LightningDataModule):
         seed: shuffling seed.
     """
 
-    def __init__(self, splits: dict[str, Split], batch_size: int, eval_batch_size: int = 1024,
-                 seed: int = 0, num_workers: int = 0):
+    def __init__(
+        self,
+        splits: dict[str, Split],
+        batch_size: int,
+        eval_batch_size: int = 1024,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
         super().__init__()
         missing = {"train", "val", "test"} - set(splits)
         if missing:
@@ -64,8 +70,13 @@ class ArrayDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         data = TensorDataset(*self.splits["train"].tensors())
         batch = min(self.batch_size, len(data))
-        return DataLoader(data, batch_size=batch, sampler=EpochShuffleSampler(len(data), self.seed),
-                          drop_last=True, num_workers=self.num_workers)
+        return DataLoader(
+            data,
+            batch_size=batch,
+            sampler=EpochShuffleSampler(len(data), self.seed),
+            drop_last=True,
+            num_workers=self.num_workers,
+        )
 
     def _eval(self, name: str) -> DataLoader:
         data = TensorDataset(*self.splits[name].tensors())

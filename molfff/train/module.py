@@ -24,8 +24,14 @@ def build_network(config: Config, dim: int, cond_dim: int) -> torch.nn.Module:
         raise ValueError(f"unknown network {m.network!r} for dense data; choose resnet")
     if m.preset is not None:
         return resnet(m.preset, dim, cond_dim)
-    return ResNet(dim, cond_dim, width=m.width, blocks=m.blocks, pre_layers=m.pre_layers,
-                  activation=m.activation)
+    return ResNet(
+        dim,
+        cond_dim,
+        width=m.width,
+        blocks=m.blocks,
+        pre_layers=m.pre_layers,
+        activation=m.activation,
+    )
 
 
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
@@ -48,8 +54,11 @@ class FFFModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.config = from_dict(Config, config)
-        self.flow = FreeFormFlow(build_network(self.config, dim, cond_dim),
-                                 build_network(self.config, dim, cond_dim), event_shape=(dim,))
+        self.flow = FreeFormFlow(
+            build_network(self.config, dim, cond_dim),
+            build_network(self.config, dim, cond_dim),
+            event_shape=(dim,),
+        )
         self.register_buffer("shift", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
 
@@ -70,13 +79,24 @@ class FFFModule(L.LightningModule):
         x, c = self._unpack(batch)
         cfg = self.config.loss
         gen = step_generator(self.config.seed, self.global_step, self.global_rank, x.device)
-        terms = self.flow.loss(x, cfg.beta, c, hutchinson_samples=cfg.hutchinson_samples,
-                               noise_std=cfg.noise_std, generator=gen)
+        terms = self.flow.loss(
+            x,
+            cfg.beta,
+            c,
+            hutchinson_samples=cfg.hutchinson_samples,
+            noise_std=cfg.noise_std,
+            generator=gen,
+        )
         loss = terms.loss.mean()
-        self.log_dict({"train/loss": loss,
-                       "train/reconstruction": terms.reconstruction.mean(),
-                       "train/nll_surrogate": terms.nll_surrogate.mean() + self.log_scale},
-                      prog_bar=False, batch_size=x.shape[0])
+        self.log_dict(
+            {
+                "train/loss": loss,
+                "train/reconstruction": terms.reconstruction.mean(),
+                "train/nll_surrogate": terms.nll_surrogate.mean() + self.log_scale,
+            },
+            prog_bar=False,
+            batch_size=x.shape[0],
+        )
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=x.shape[0])
         return loss
 
@@ -91,9 +111,15 @@ class FFFModule(L.LightningModule):
     def _eval_step(self, batch, prefix: str) -> None:
         out = self.evaluate(batch)
         n = out["nll"].shape[0]
-        self.log_dict({f"{prefix}/nll": out["nll"].mean(),
-                       f"{prefix}/reconstruction": out["reconstruction"].mean()},
-                      prog_bar=prefix == "val", batch_size=n, sync_dist=True)
+        self.log_dict(
+            {
+                f"{prefix}/nll": out["nll"].mean(),
+                f"{prefix}/reconstruction": out["reconstruction"].mean(),
+            },
+            prog_bar=prefix == "val",
+            batch_size=n,
+            sync_dist=True,
+        )
 
     def validation_step(self, batch, batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -102,8 +128,9 @@ class FFFModule(L.LightningModule):
         self._eval_step(batch, "test")
 
     @torch.no_grad()
-    def sample(self, n: int, c: Tensor | None = None,
-               generator: torch.Generator | None = None) -> Tensor:
+    def sample(
+        self, n: int, c: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
         """``n`` samples in original units, ``(n, D)``."""
         return self.flow.sample(n, c, generator=generator) * self.scale + self.shift
 
@@ -120,7 +147,7 @@ class FFFModule(L.LightningModule):
             sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=opt_cfg.gamma)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
         total = int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opt_cfg.lr,
-                                                    total_steps=max(total, 1))
+        sched = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=opt_cfg.lr, total_steps=max(total, 1)
+        )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-

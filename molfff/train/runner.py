@@ -55,12 +55,18 @@ def make_run_dir(config: Config) -> Path:
     raise UserError(f"cannot create a new run folder under {base}")
 
 
-def build(config: Config, task: DenseTask | None = None) -> tuple[FFFModule, ArrayDataModule,
-                                                                  DenseTask]:
+def build(
+    config: Config, task: DenseTask | None = None
+) -> tuple[FFFModule, ArrayDataModule, DenseTask]:
     """Model, data module and task for a config (same config and seed: same data)."""
     task = build_task(config.data, config.seed) if task is None else task
-    dm = ArrayDataModule(task.splits, config.data.batch_size, config.trainer.eval_batch_size,
-                         seed=config.seed, num_workers=config.data.num_workers)
+    dm = ArrayDataModule(
+        task.splits,
+        config.data.batch_size,
+        config.trainer.eval_batch_size,
+        seed=config.seed,
+        num_workers=config.data.num_workers,
+    )
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = FFFModule(config.to_dict(), dm.dim, dm.cond_dim)
     if config.data.standardize:
@@ -77,8 +83,9 @@ class EpochHistory(Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
-        self.rows.append({k: float(v) for k, v in trainer.callback_metrics.items()
-                          if k.startswith("val/")})
+        self.rows.append(
+            {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        )
 
 
 def make_logger(config: Config, run_dir: Path):
@@ -89,44 +96,80 @@ def make_logger(config: Config, run_dir: Path):
             import wandb  # noqa: F401
             from lightning.pytorch.loggers import WandbLogger
         except ImportError:
-            raise UserError("W&B logging is on but wandb is not installed: "
-                            "pip install wandb, or set logger.wandb=disabled") from None
-        loggers.append(WandbLogger(project=config.logger.project, save_dir=str(run_dir),
-                                   offline=config.logger.wandb == "offline",
-                                   name=run_dir.name, config=config.to_dict()))
+            raise UserError(
+                "W&B logging is on but wandb is not installed: "
+                "pip install wandb, or set logger.wandb=disabled"
+            ) from None
+        loggers.append(
+            WandbLogger(
+                project=config.logger.project,
+                save_dir=str(run_dir),
+                offline=config.logger.wandb == "offline",
+                name=run_dir.name,
+                config=config.to_dict(),
+            )
+        )
     return loggers
 
 
-def make_trainer(config: Config, run_dir: Path | None, callbacks: list[Callback] = (),
-                 *, checkpoints: bool = True, loggers=None, progress: bool | None = None
-                 ) -> L.Trainer:
+def make_trainer(
+    config: Config,
+    run_dir: Path | None,
+    callbacks: list[Callback] = (),
+    *,
+    checkpoints: bool = True,
+    loggers=None,
+    progress: bool | None = None,
+) -> L.Trainer:
     """A Lightning Trainer with the run's settings (checkpoints written atomically)."""
     t = config.trainer
     callbacks = list(callbacks)
     if checkpoints:
         # two callbacks: this Lightning's save_last only fires when a new best was saved
         callbacks += [
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor="val/nll",
-                            mode="min", save_top_k=1, enable_version_counter=False),
-            ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", monitor=None,
-                            save_top_k=1, every_n_epochs=1, enable_version_counter=False),
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="best",
+                monitor="val/nll",
+                mode="min",
+                save_top_k=1,
+                enable_version_counter=False,
+            ),
+            ModelCheckpoint(
+                dirpath=run_dir / "checkpoints",
+                filename="last",
+                monitor=None,
+                save_top_k=1,
+                every_n_epochs=1,
+                enable_version_counter=False,
+            ),
         ]
     return L.Trainer(
-        max_epochs=t.max_epochs, accelerator=t.accelerator, devices=t.devices,
-        strategy=t.strategy, num_nodes=t.num_nodes, precision=t.precision,
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=t.devices,
+        strategy=t.strategy,
+        num_nodes=t.num_nodes,
+        precision=t.precision,
         check_val_every_n_epoch=t.check_val_every_n_epoch,
         log_every_n_steps=t.log_every_n_steps,
         gradient_clip_val=config.optim.grad_clip,
         enable_progress_bar=t.progress_bar if progress is None else progress,
-        enable_checkpointing=checkpoints, logger=loggers if loggers is not None else False,
-        callbacks=callbacks, plugins=[AtomicCheckpointIO()], default_root_dir=run_dir,
-        inference_mode=False, num_sanity_val_steps=0, enable_model_summary=False,
+        enable_checkpointing=checkpoints,
+        logger=loggers if loggers is not None else False,
+        callbacks=callbacks,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=run_dir,
+        inference_mode=False,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
     )
 
 
 @torch.no_grad()
-def evaluate(module: FFFModule, task: DenseTask, split: str = "test",
-             batch_size: int = 2048) -> dict[str, float]:
+def evaluate(
+    module: FFFModule, task: DenseTask, split: str = "test", batch_size: int = 2048
+) -> dict[str, float]:
     """Exact test NLL, reconstruction error and, where the task knows p, true NLL and KL."""
     data = task.splits[split]
     module.eval()
@@ -141,14 +184,23 @@ def evaluate(module: FFFModule, task: DenseTask, split: str = "test",
         recon.append(out["reconstruction"].double().cpu())
     nll_t, recon_t = torch.cat(nll), torch.cat(recon)
     n = nll_t.numel()
-    metrics = {"split": split, "n": n, "nll": nll_t.mean().item(),
-               "nll_stderr": (nll_t.std() / math.sqrt(n)).item(),
-               "reconstruction": recon_t.mean().item()}
+    metrics = {
+        "split": split,
+        "n": n,
+        "nll": nll_t.mean().item(),
+        "nll_stderr": (nll_t.std() / math.sqrt(n)).item(),
+        "reconstruction": recon_t.mean().item(),
+    }
     if task.true_log_prob is not None:
         true_nll = -task.true_log_prob(data.x.double()).double()
         gap = nll_t - true_nll  # per-point log p - log q: mean is KL(p || q)
-        metrics.update({"true_nll": true_nll.mean().item(), "kl": gap.mean().item(),
-                        "kl_stderr": (gap.std() / math.sqrt(n)).item()})
+        metrics.update(
+            {
+                "true_nll": true_nll.mean().item(),
+                "kl": gap.mean().item(),
+                "kl_stderr": (gap.std() / math.sqrt(n)).item(),
+            }
+        )
     return metrics
 
 
@@ -158,9 +210,15 @@ class TrainResult:
     metrics: dict
 
 
-def train(config: Config, *, run_dir: Path | None = None, resume: bool = False,
-          progress: bool | None = None, callbacks: list[Callback] = (),
-          task: DenseTask | None = None) -> TrainResult:
+def train(
+    config: Config,
+    *,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+    callbacks: list[Callback] = (),
+    task: DenseTask | None = None,
+) -> TrainResult:
     """Fit, then evaluate the best checkpoint on the test split and write figures.
 
     Args:
@@ -178,17 +236,19 @@ def train(config: Config, *, run_dir: Path | None = None, resume: bool = False,
         ckpt_path = run_dir / "checkpoints" / "last.ckpt"
         # a missing or corrupt file is reported before any work is done
         old = from_dict(Config, read_checkpoint(ckpt_path)["hyper_parameters"]["config"])
-        if (old.optim.schedule == "onecycle"
-                and old.trainer.max_epochs != config.trainer.max_epochs):
-            raise UserError(f"{run_dir} was laid out for {old.trainer.max_epochs} epochs by its "
-                            f"one-cycle schedule; resume it with trainer.max_epochs="
-                            f"{old.trainer.max_epochs}, or start a new run")
+        if old.optim.schedule == "onecycle" and old.trainer.max_epochs != config.trainer.max_epochs:
+            raise UserError(
+                f"{run_dir} was laid out for {old.trainer.max_epochs} epochs by its "
+                f"one-cycle schedule; resume it with trainer.max_epochs="
+                f"{old.trainer.max_epochs}, or start a new run"
+            )
     else:
         ckpt_path = None
     module, dm, task = build(config, task)
     run_dir = make_run_dir(config) if run_dir is None else run_dir
-    trainer = make_trainer(config, run_dir, callbacks, loggers=make_logger(config, run_dir),
-                           progress=progress)
+    trainer = make_trainer(
+        config, run_dir, callbacks, loggers=make_logger(config, run_dir), progress=progress
+    )
     if trainer.is_global_zero:
         save_config(config, run_dir / "config.yaml")
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
@@ -199,8 +259,13 @@ def train(config: Config, *, run_dir: Path | None = None, resume: bool = False,
         module.load_state_dict(read_checkpoint(best)["state_dict"])
     module = module.cpu()
     metrics = evaluate(module, task, "test", config.trainer.eval_batch_size)
-    metrics.update({"epochs": trainer.current_epoch, "world_size": trainer.world_size,
-                    "parameters": sum(p.numel() for p in module.flow.parameters())})
+    metrics.update(
+        {
+            "epochs": trainer.current_epoch,
+            "world_size": trainer.world_size,
+            "parameters": sum(p.numel() for p in module.flow.parameters()),
+        }
+    )
     metrics["figures"] = [str(p) for p in task.plot(module, run_dir)]
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return TrainResult(run_dir, metrics)
@@ -208,11 +273,13 @@ def train(config: Config, *, run_dir: Path | None = None, resume: bool = False,
 
 def find_latest_run(root: Path = Path("runs")) -> Path:
     """The most recently started run folder under ``root`` (one holding a config.yaml)."""
-    runs = [p.parent for p in Path(root).glob("**/config.yaml")
-            if (p.parent / "checkpoints").is_dir()]
+    runs = [
+        p.parent for p in Path(root).glob("**/config.yaml") if (p.parent / "checkpoints").is_dir()
+    ]
     if not runs:
-        raise UserError(f"no runs under {root}/; train one first (molfff train toy2d) "
-                        f"or pass a checkpoint")
+        raise UserError(
+            f"no runs under {root}/; train one first (molfff train toy2d) or pass a checkpoint"
+        )
     return max(runs, key=lambda p: (p / "config.yaml").stat().st_mtime)
 
 
@@ -240,8 +307,10 @@ def load_model(path: Path | None, root: Path = Path("runs")) -> tuple[Config, FF
         module = FFFModule(hp["config"], hp["dim"], hp.get("cond_dim", 0))
         module.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError, UserError) as err:
-        raise UserError(f"checkpoint {ckpt_path} does not match this molfff version "
-                        f"({str(err).splitlines()[0][:200]})") from None
+        raise UserError(
+            f"checkpoint {ckpt_path} does not match this molfff version "
+            f"({str(err).splitlines()[0][:200]})"
+        ) from None
     return config, module.eval(), ckpt_path
 
 

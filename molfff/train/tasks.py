@@ -20,6 +20,7 @@ TASKS: dict[str, Callable[[DataConfig, int], DenseTask]] = {"toy2d": _toy2d}
 def build_task(cfg: DataConfig, seed: int) -> DenseTask:
     """The task ``data.name`` names; the same (config, seed) always gives the same splits."""
     if cfg.name not in TASKS:
-        raise UserError(f"config key data.name: unknown task {cfg.name!r}; "
-                        f"choose from {', '.join(TASKS)}")
+        raise UserError(
+            f"config key data.name: unknown task {cfg.name!r}; choose from {', '.join(TASKS)}"
+        )
     return TASKS[cfg.name](cfg, seed)
