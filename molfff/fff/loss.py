@@ -10,8 +10,8 @@ so the gradient of the bracket is an unbiased estimate of the gradient of the NL
 ``-log p_Z(f(x)) - log|det J_f(x)|``. The bracket's *value* is not an NLL: monitor the exact NLL
 (:func:`molfff.fff.logdet.log_abs_det_jacobian`) and the reconstruction instead.
 
-``J_g v`` is one forward-mode JVP of the decoder (which also yields the reconstruction ``g(z)``
-as its primal), ``v^T J_f`` one reverse-mode VJP of the encoder with ``create_graph=True``.
+``J_g v`` is one JVP of the decoder (forward-mode AD, or the VJP-of-VJP trick on the decoder's
+forward graph), ``v^T J_f`` one reverse-mode VJP of the encoder with ``create_graph=True``.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def fff_loss(
     hutchinson_samples: int = 1,
     noise_std: float = 0.0,
     generator: torch.Generator | None = None,
+    decoder_jvp: str = "reverse",
 ) -> FFFTerms:
     """Free-form flow training loss (see module docstring for the equation).
 
@@ -110,6 +111,11 @@ def fff_loss(
         noise_std: std of Gaussian noise added to x (on the subspace) before encoding, the
             spread-divergence view of paper section 4.1; the noisy x is also the target.
         generator: optional RNG for the noise and v (reproducible, resumable runs).
+        decoder_jvp: how ``J_g v`` is computed: ``"reverse"`` (default; two reverse passes over
+            the decoder's plain forward graph, which the reconstruction needs anyway) or
+            ``"forward"`` (forward-mode AD, whose primal is the reconstruction). Same values;
+            ``scripts/bench_train_step.py`` times both (reverse was faster on CPU for the
+            paper's ResNets, where forward-mode AD pays a large per-operation overhead).
 
     Returns:
         :class:`FFFTerms` with per-sample values.
@@ -122,6 +128,8 @@ def fff_loss(
     latent = StandardNormal() if latent is None else latent
     if beta < 0:
         raise ValueError(f"beta must be non-negative, got {beta}")
+    if decoder_jvp not in ("forward", "reverse"):
+        raise ValueError(f"decoder_jvp must be 'forward' or 'reverse', got {decoder_jvp!r}")
     if noise_std < 0:
         raise ValueError(f"noise_std must be non-negative, got {noise_std}")
     if noise_std > 0:
@@ -133,16 +141,25 @@ def fff_loss(
         raise ValueError(f"encoder must preserve shape: {tuple(x.shape)} -> {tuple(z.shape)}")
 
     trace = torch.zeros(layout.num_samples(x), dtype=x.dtype, device=x.device)
-    x_hat = None
     vs = hutchinson_vectors(z, layout, hutchinson_samples, generator)
-    for v in vs:
-        with fwAD.dual_level():
-            x_dual = decode(fwAD.make_dual(z, v), c)
-            primal, jv = fwAD.unpack_dual(x_dual)  # g(z), J_g(z) v
-        if x_hat is None:
-            x_hat = primal
+    if decoder_jvp == "forward":
+        x_hat = None
+        jvs = []
+        for v in vs:
+            with fwAD.dual_level():
+                primal, jv = fwAD.unpack_dual(decode(fwAD.make_dual(z, v), c))  # g(z), J_g v
+            x_hat = primal if x_hat is None else x_hat
+            jvs.append(jv.detach())
+    else:
+        # J_g v as the VJP of the VJP ("double-backward trick"): reuses the decoder's plain
+        # forward pass, which the reconstruction needs anyway.
+        x_hat = decode(z, c)
+        u = torch.zeros_like(x_hat, requires_grad=True)
+        (ut_j,) = torch.autograd.grad(x_hat, z, u, create_graph=True)  # u^T J_g, linear in u
+        jvs = [torch.autograd.grad(ut_j, u, v, retain_graph=True)[0] for v in vs]
+    for v, jv in zip(vs, jvs, strict=True):
         (vjp,) = torch.autograd.grad(z, x, v, create_graph=True)  # v^T J_f(x)
-        trace = trace + layout.dot(vjp, jv.detach()) / len(vs)
+        trace = trace + layout.dot(vjp, jv) / len(vs)
 
     reconstruction = layout.sum_per_sample((x - x_hat) ** 2)
     log_prob_z = latent.log_prob(z, layout)

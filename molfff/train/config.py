@@ -53,6 +53,7 @@ class LossConfig:
     beta: float = 10.0
     hutchinson_samples: int = 1
     noise_std: float = 0.0
+    decoder_jvp: str = "reverse"
 
 
 @dataclass
@@ -284,6 +285,7 @@ def build_config(data: dict, overrides: list[str] = (), fast: bool = False) -> C
 CHOICES = {
     "optim.schedule": ("onecycle", "exponential", "constant"),
     "logger.wandb": ("offline", "online", "disabled"),
+    "loss.decoder_jvp": ("forward", "reverse"),
 }
 
 

@@ -86,6 +86,7 @@ class FFFModule(L.LightningModule):
             hutchinson_samples=cfg.hutchinson_samples,
             noise_std=cfg.noise_std,
             generator=gen,
+            decoder_jvp=cfg.decoder_jvp,
         )
         loss = terms.loss.mean()
         self.log_dict(
