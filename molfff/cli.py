@@ -104,11 +104,22 @@ def cmd_sample(args) -> int:
     _note(f"sampling {args.n} from {ckpt}")
     if module.hparams.get("cond_dim", 0):
         raise UserError("this model is conditional; sample it through its task's command")
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    from tqdm import tqdm
+
     g = torch.Generator().manual_seed(args.seed)
-    chunks = [
-        module.sample(min(args.batch_size, args.n - i), generator=g)
-        for i in range(0, args.n, args.batch_size)
-    ]
+    chunks = []
+    with tqdm(
+        total=args.n,
+        desc="sampling",
+        unit="sample",
+        file=sys.stderr,
+        disable=args.n <= args.batch_size,
+    ) as bar:
+        for i in range(0, args.n, args.batch_size):
+            chunks.append(module.sample(min(args.batch_size, args.n - i), generator=g))
+            bar.update(len(chunks[-1]))
     x = torch.cat(chunks).numpy()
     if args.out is None:
         np.savetxt(
