@@ -243,6 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"molfff: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `molfff sample | head`: the reader left; stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print(
             "molfff: interrupted; the last checkpoint is intact "
