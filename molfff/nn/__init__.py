@@ -1,4 +1,7 @@
-"""Architectures: dense conditional ResNets (and, for molecules, E(n)-equivariant GNNs)."""
+"""Architectures: dense conditional ResNets; E(n)-equivariant GNNs in :mod:`molfff.nn.egnn`.
+
+The EGNN is not imported here, so dense users do not pay for importing PyG.
+"""
 
 from molfff.nn.resnet import ResidualBlock, ResNet, resnet
 

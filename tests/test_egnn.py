@@ -1,0 +1,274 @@
+"""EGNN: E(d) and permutation equivariance, near-identity start, graph independence, exact
+log-det through vmap(jvp) against per-graph brute force, and the FFF loss with an EGNN pair."""
+
+import pytest
+import torch
+
+from molfff.fff import GraphLayout, StandardNormal, fff_loss, helmert_basis, log_abs_det_jacobian
+from molfff.nn.egnn import EGNN, EGNNFlowNet, fully_connected_edges, graph_mean
+from molfff.testing import (
+    check_equivariance,
+    check_invariance,
+    random_group_element,
+    random_orthogonal,
+    random_permutation,
+    rows_map,
+    tolerance,
+)
+
+pytestmark = pytest.mark.usefixtures("float64")
+
+SIZES = [3, 5, 2]
+SMALL = {"hidden": 16, "blocks": 2}
+
+
+def _batch(sizes=SIZES):
+    return torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+
+
+def _centred(pos, batch):
+    return pos - graph_mean(pos, batch, int(batch.max()) + 1)[batch]
+
+
+def _perturb(net, std=0.3, seed=0):
+    """Move all weights away from the near-identity start, so that tests see a nonlinear map."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(std * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return net
+
+
+def _rows(batch, features=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pos = _centred(torch.randn(len(batch), 3, generator=g), batch)
+    return torch.cat([pos, torch.randn(len(batch), features, generator=g)], dim=1)
+
+
+# ---------------------------------------------------------------- graph construction, harness
+
+
+def test_fully_connected_edges_pairs_nodes_of_one_graph_without_self_loops():
+    batch = torch.tensor([1, 0, 1, 1, 2, 0])  # unsorted on purpose
+    src, dst = fully_connected_edges(batch)
+    assert src.numel() == 2 * 1 + 3 * 2 + 0
+    assert bool((batch[src] == batch[dst]).all()) and bool((src != dst).all())
+    pairs = {(int(a), int(b)) for a, b in zip(src, dst, strict=True)}
+    assert len(pairs) == src.numel() and (3, 0) in pairs and (0, 3) in pairs
+    with pytest.raises(ValueError, match="batch"):
+        fully_connected_edges(torch.zeros(2, 2, dtype=torch.long))
+
+
+def test_harness_group_elements():
+    gen = torch.Generator().manual_seed(0)
+    for refl, sign in ((True, -1.0), (False, 1.0)):
+        r = random_orthogonal(3, reflection=refl, generator=gen)
+        torch.testing.assert_close(r.T @ r, torch.eye(3))
+        assert float(torch.linalg.det(r)) == pytest.approx(sign)
+    batch = torch.tensor([0, 1, 0, 1, 1, 2])
+    perm = random_permutation(batch, gen)
+    assert torch.equal(batch[perm], batch) and torch.equal(perm.sort().values, torch.arange(6))
+    assert tolerance(torch.float32) > tolerance(torch.float64)
+
+
+def test_harness_catches_a_non_equivariant_map():
+    batch = _batch()
+    pos, h = torch.randn(len(batch), 3), torch.randn(len(batch), 2)
+    with pytest.raises(AssertionError, match="equivariance"):
+        check_equivariance(lambda p, f, b: (p + p[:, :1] ** 2, f), pos, h, batch)
+    with pytest.raises(AssertionError, match="equivariance"):  # mixes nodes: not permutation-eq.
+        check_equivariance(lambda p, f, b: (p, f + torch.arange(len(f))[:, None]), pos, h, batch)
+
+
+# ---------------------------------------------------------------- EGNN
+
+
+@pytest.mark.parametrize("coords_range", [None, 15.0])
+def test_egnn_is_equivariant_and_features_invariant(coords_range):
+    torch.manual_seed(0)
+    batch = _batch()
+    net = _perturb(EGNN(2, 4, coords_range=coords_range, **SMALL))
+    pos, h = 2 * torch.randn(len(batch), 3), torch.randn(len(batch), 2)
+    assert not torch.allclose(net(pos, h, batch)[0], pos, atol=1e-2)  # a real nonlinear map
+    err = check_equivariance(net, pos, h, batch, trials=4)
+    assert err["pos"] < 1e-10 and err["h"] < 1e-10
+
+
+def test_egnn_positions_only_in_two_dimensions():
+    """DW4-like: d = 2, no features (a constant is embedded)."""
+    torch.manual_seed(1)
+    batch = _batch([4, 4])
+    net = _perturb(EGNN(0, **SMALL))
+    pos, h = torch.randn(8, 2), torch.zeros(8, 0)
+    assert net(pos, h, batch)[1].shape == (8, 0)
+    check_equivariance(net, pos, h, batch)
+
+
+def test_egnn_rejects_bad_shapes():
+    net = EGNN(2, **SMALL)
+    batch = _batch()
+    with pytest.raises(ValueError, match="features"):
+        net(torch.randn(10, 3), torch.randn(10, 3), batch)
+    with pytest.raises(ValueError, match="batch"):
+        net(torch.randn(10, 3), torch.randn(10, 2), batch[:-1])
+    with pytest.raises(ValueError, match="activation"):
+        EGNN(2, activation="nope")
+
+
+# ---------------------------------------------------------------- EGNNFlowNet
+
+
+def test_flow_net_starts_near_identity():
+    torch.manual_seed(2)
+    batch = _batch()
+    net = EGNNFlowNet(2, batch=batch)  # full-size defaults: hidden 64, 2 sub-layers
+    x = _rows(batch)
+    y = net(x)
+    torch.testing.assert_close(y[:, 3:], x[:, 3:], rtol=0, atol=0)
+    assert 0 < float((y[:, :3] - x[:, :3]).detach().abs().max()) < 1e-3
+
+
+def test_flow_net_equivariance_and_zero_centre_of_mass():
+    torch.manual_seed(3)
+    batch = _batch()
+    net = _perturb(EGNNFlowNet(2, batch=batch, **SMALL))
+    x = _rows(batch)
+    y = net(x)
+    assert float((y - x).detach().abs().max()) > 1e-2
+    torch.testing.assert_close(
+        graph_mean(y[:, :3], batch, 3), torch.zeros(3, 3), rtol=0, atol=1e-13
+    )
+    err = check_equivariance(rows_map(net), x[:, :3], x[:, 3:], batch, trials=4)
+    assert err["pos"] < 1e-10 and err["h"] < 1e-10
+
+
+def test_flow_net_jacobian_is_identity_on_centre_of_mass_directions():
+    torch.manual_seed(4)
+    batch = _batch()
+    net = _perturb(EGNNFlowNet(2, batch=batch, **SMALL))
+    x = _rows(batch)
+    t = torch.cat([torch.randn(3, 3)[batch], torch.zeros(len(batch), 2)], dim=1)
+    _, jt = torch.func.jvp(net, (x,), (t,))
+    torch.testing.assert_close(jt, t)
+
+
+def test_graphs_in_a_batch_do_not_interact():
+    torch.manual_seed(5)
+    batch = _batch()
+    net = _perturb(EGNNFlowNet(2, batch=batch, **SMALL))
+    x = _rows(batch)
+    x2 = x.clone()
+    x2[batch == 1] += torch.randn(5, 5)
+    y, y2 = net(x), net(x2)
+    assert torch.equal(y[batch != 1], y2[batch != 1])
+    assert not torch.allclose(y[batch == 1], y2[batch == 1])
+
+
+def test_encode_decode_and_latent_density_are_equivariant():
+    torch.manual_seed(6)
+    batch = _batch()
+    enc = _perturb(EGNNFlowNet(2, batch=batch, **SMALL), seed=1)
+    dec = _perturb(EGNNFlowNet(2, batch=batch, **SMALL), seed=2)
+    x = _rows(batch)
+    check_equivariance(rows_map(lambda t: dec(enc(t))), x[:, :3], x[:, 3:], batch)
+    layout = GraphLayout(batch)
+
+    def log_pz(pos, h, b):
+        return StandardNormal().log_prob(enc(torch.cat([pos, h], 1)), layout)
+
+    # the latent normal lives on zero-CoM positions: translations stay out of this check
+    check_invariance(log_pz, x[:, :3], x[:, 3:], batch, translate=False)
+
+
+def test_conditioning_and_batch_errors():
+    torch.manual_seed(7)
+    batch = _batch()
+    net = _perturb(EGNNFlowNet(2, cond_dim=1, batch=batch, **SMALL))
+    x, c = _rows(batch), torch.randn(3, 1)
+    check_equivariance(rows_map(lambda t: net(t, c)), x[:, :3], x[:, 3:], batch)
+    with pytest.raises(ValueError, match="conditioning"):
+        net(x)
+    with pytest.raises(ValueError, match="no batch"):
+        EGNNFlowNet(2, **SMALL)(x)
+    with pytest.raises(ValueError, match="node rows"):
+        net(x[:, :4], c)
+    with pytest.raises(ValueError, match="batch is"):
+        net(x[:-1], c)
+    # per-call batch overrides the stored one
+    torch.testing.assert_close(
+        net(x[:3], c[:1], batch=torch.zeros(3, dtype=torch.long)), net(x, c)[:3]
+    )
+
+
+# ---------------------------------------------------------------- exact log-det and the loss
+
+
+def _brute_log_det(net, x, sizes, features=2):
+    """Per graph: slogdet(Q^T J Q) from the full Jacobian of the graph run alone."""
+    out, start, width = [], 0, 3 + features
+    for n in sizes:
+        xg, bg = x[start : start + n], torch.zeros(n, dtype=torch.long)
+        jac = torch.autograd.functional.jacobian(
+            lambda t, n=n, bg=bg: net(t.reshape(n, width), batch=bg).reshape(-1), xg.reshape(-1)
+        )
+        basis = torch.zeros(width * n, 3 * (n - 1) + features * n)
+        rows = torch.arange(width * n).reshape(n, width)
+        basis[rows[:, :3].reshape(-1), : 3 * (n - 1)] = torch.kron(helmert_basis(n), torch.eye(3))
+        basis[rows[:, 3:].reshape(-1), 3 * (n - 1) :] = torch.eye(features * n)
+        out.append(torch.linalg.slogdet(basis.T @ jac @ basis).logabsdet)
+        start += n
+    return torch.stack(out)
+
+
+def test_exact_log_det_through_egnn_matches_brute_force_and_is_invariant():
+    torch.manual_seed(8)
+    batch = _batch()
+    net = _perturb(EGNNFlowNet(2, batch=batch, **SMALL))
+    x = _rows(batch)
+    layout = GraphLayout(batch, pos_dim=3)
+    with torch.no_grad():
+        got = log_abs_det_jacobian(net, x, layout)  # vmap over jvp
+    want = _brute_log_det(net, x, SIZES)
+    assert float(want.abs().min()) > 1e-2  # far from the identity's log-det 0
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    with torch.no_grad():
+        loop = log_abs_det_jacobian(net, x, layout, vectorize=False)
+    torch.testing.assert_close(got, loop, rtol=1e-12, atol=1e-12)
+
+    def log_det(pos, h, b):
+        with torch.no_grad():
+            return log_abs_det_jacobian(net, torch.cat([pos, h], 1), layout)
+
+    err = check_invariance(log_det, x[:, :3], x[:, 3:], batch, trials=2)
+    assert err < 1e-10
+
+
+@pytest.mark.parametrize("decoder_jvp", ["reverse", "forward"])
+def test_fff_loss_with_egnn_pair_has_finite_gradients(decoder_jvp):
+    torch.manual_seed(9)
+    batch = _batch()
+    enc = EGNNFlowNet(2, batch=batch, **SMALL)
+    dec = EGNNFlowNet(2, batch=batch, **SMALL)
+    x = _rows(batch)
+    layout = GraphLayout(batch, pos_dim=3)
+    terms = fff_loss(x, enc, dec, beta=10.0, layout=layout, decoder_jvp=decoder_jvp)
+    assert terms.loss.shape == (3,) and bool(torch.isfinite(terms.loss).all())
+    # latent positions keep the data's zero centre of mass
+    torch.testing.assert_close(
+        graph_mean(terms.z[:, :3], batch, 3), torch.zeros(3, 3), rtol=0, atol=1e-13
+    )
+    terms.loss.mean().backward()
+    grads = [p.grad for p in [*enc.parameters(), *dec.parameters()]]
+    assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)
+    assert sum(float(g.abs().sum()) for g in grads) > 0
+
+
+def test_group_element_acts_on_rows():
+    batch = _batch()
+    x = _rows(batch)
+    g = random_group_element(batch, reflection=True, generator=torch.Generator().manual_seed(0))
+    y = g.act_rows(x, batch)
+    torch.testing.assert_close(y[:, 3:], x[g.permutation, 3:])
+    same = batch[:, None] == batch[None, :]  # distances within a graph are kept
+    d_x = torch.cdist(x[:, :3], x[:, :3])[g.permutation][:, g.permutation]
+    torch.testing.assert_close(torch.cdist(y[:, :3], y[:, :3])[same], d_x[same])
