@@ -1,6 +1,7 @@
 """The training stack: learning a known 2-D density, exact resume, beta search."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -91,3 +92,10 @@ def test_beta_search_rejects_too_small_beta(tmp_path):
     assert not trials[0].stable and "reconstruction" in trials[0].reason
     assert trials[1].stable
     assert beta == 100.0 and "picked beta = 100" in lines[-1]
+
+
+@pytest.mark.parametrize("schedule", ["exponential", "constant"])
+def test_other_schedules_run(tmp_path, schedule):
+    cfg = load_config("toy2d", small(tmp_path, epochs=2) + [f"optim.schedule={schedule}"])
+    m = train(cfg).metrics
+    assert m["epochs"] == 2 and math.isfinite(m["nll"])
