@@ -40,6 +40,7 @@ class DenseTask:
     name: str
     splits: dict[str, Split]
     true_log_prob: Callable[[Tensor], Tensor] | None = None
+    particles: tuple[int, int] | None = None
 
     def plot(self, model, out_dir: Path) -> list[Path]:
         """Figures of samples against data (and densities, in 2-D); returns the files written."""

@@ -1,9 +1,10 @@
-"""LightningModule around a dense :class:`~molfff.fff.FreeFormFlow`.
+"""LightningModule around a :class:`~molfff.fff.FreeFormFlow` on dense rows ``(B, D)``.
 
 Trains with the surrogate loss, validates with the exact NLL (decoder Jacobian) and the
 reconstruction error. Data are standardised by fixed buffers ``shift, scale`` taken from the
 training split; reported NLLs are in the original units, ``-log p(x) = -log q(x') + sum log scale``
-with ``x' = (x - shift) / scale``.
+with ``x' = (x - shift) / scale``. Particle systems ``(B, n·d)`` use a zero-centre-of-mass
+:class:`~molfff.fff.ParticleLayout` and an equivariant network, and are not standardised.
 """
 
 from __future__ import annotations
@@ -12,16 +13,36 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from molfff.fff import FreeFormFlow
+from molfff.errors import UserError
+from molfff.fff import DenseLayout, FreeFormFlow, ParticleLayout
 from molfff.nn import ResNet, resnet
 from molfff.train.config import Config, from_dict
 
+NETWORKS = ("resnet", "egnn")
 
-def build_network(config: Config, dim: int, cond_dim: int) -> torch.nn.Module:
-    """One encoder or decoder as the model section describes."""
+
+def build_network(
+    config: Config, dim: int, cond_dim: int, particles: tuple[int, int] | None = None
+) -> torch.nn.Module:
+    """One encoder or decoder as the model section describes.
+
+    ``resnet``: a dense ResNet (paper preset or width/blocks). ``egnn``: an E(n)-equivariant GNN
+    over the particles of each row (``model.width`` hidden units, ``model.blocks`` blocks); needs
+    a particle task.
+    """
     m = config.model
-    if m.network != "resnet":
-        raise ValueError(f"unknown network {m.network!r} for dense data; choose resnet")
+    if m.network not in NETWORKS:
+        raise UserError(
+            f"config key model.network: {m.network!r} is not one of {', '.join(NETWORKS)}"
+        )
+    if m.network == "egnn":
+        if particles is None:
+            raise UserError("model.network=egnn needs particle data (a Boltzmann task)")
+        if cond_dim:
+            raise UserError("model.network=egnn does not take conditioning yet")
+        from molfff.nn.particles import ParticleEGNN
+
+        return ParticleEGNN(*particles, hidden=m.width, blocks=m.blocks)
     if m.preset is not None:
         return resnet(m.preset, dim, cond_dim)
     return ResNet(
@@ -48,15 +69,26 @@ class FFFModule(L.LightningModule):
         config: the run configuration as a plain dict (saved in checkpoints).
         dim: data dimension D.
         cond_dim: conditioning dimension C (0: unconditional).
+        particles: ``(n, d)`` when rows are n particles in d dimensions (zero-CoM subspace).
     """
 
-    def __init__(self, config: dict, dim: int, cond_dim: int = 0):
+    def __init__(
+        self,
+        config: dict,
+        dim: int,
+        cond_dim: int = 0,
+        particles: tuple[int, int] | list[int] | None = None,
+    ):
         super().__init__()
         self.save_hyperparameters()
         self.config = from_dict(Config, config)
+        particles = tuple(particles) if particles is not None else None
+        if particles is not None and particles[0] * particles[1] != dim:
+            raise ValueError(f"particles {particles} do not make up dimension {dim}")
         self.flow = FreeFormFlow(
-            build_network(self.config, dim, cond_dim),
-            build_network(self.config, dim, cond_dim),
+            build_network(self.config, dim, cond_dim, particles),
+            build_network(self.config, dim, cond_dim, particles),
+            layout=ParticleLayout(*particles) if particles else DenseLayout(),
             event_shape=(dim,),
         )
         self.register_buffer("shift", torch.zeros(dim))

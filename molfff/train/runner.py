@@ -68,7 +68,12 @@ def build(
         num_workers=config.data.num_workers,
     )
     L.seed_everything(config.seed, workers=True, verbose=False)
-    module = FFFModule(config.to_dict(), dm.dim, dm.cond_dim)
+    module = FFFModule(config.to_dict(), dm.dim, dm.cond_dim, task.particles)
+    if config.data.standardize and task.particles is not None:
+        raise UserError(
+            "config key data.standardize: particle systems keep their units "
+            "(per-coordinate scaling would break equivariance); set it to false"
+        )
     if config.data.standardize:
         module.set_standardization(task.splits["train"].x)
     return module, dm, task
@@ -191,6 +196,10 @@ def evaluate(
         "nll_stderr": (nll_t.std() / math.sqrt(n)).item(),
         "reconstruction": recon_t.mean().item(),
     }
+    if task.particles is not None:
+        # flow-matching papers and the FFF paper's Table 1 leave out the latent's constant
+        dims = module.flow.layout.dims(data.x[:1]).item()
+        metrics["nll_without_latent_constant"] = metrics["nll"] - 0.5 * dims * math.log(2 * math.pi)
     if task.true_log_prob is not None:
         true_nll = -task.true_log_prob(data.x.double()).double()
         gap = nll_t - true_nll  # per-point log p - log q: mean is KL(p || q)
@@ -304,7 +313,7 @@ def load_model(path: Path | None, root: Path = Path("runs")) -> tuple[Config, FF
     try:
         config = from_dict(Config, hp["config"])
         validate(config)
-        module = FFFModule(hp["config"], hp["dim"], hp.get("cond_dim", 0))
+        module = FFFModule(hp["config"], hp["dim"], hp.get("cond_dim", 0), hp.get("particles"))
         module.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError, UserError) as err:
         raise UserError(
