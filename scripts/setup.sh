@@ -2,6 +2,7 @@
 # Set up molfff in a virtual environment: .venv (or $VENV), created if missing.
 # torch is installed only when the environment has none, pinned to $MOLFFF_TORCH
 # (default 2.13.0, the CPU build these machines carry); an existing (GPU) torch is kept.
+# Extras: $MOLFFF_EXTRAS (default dev,molecules).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -14,6 +15,7 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   echo "setup: installing torch==${MOLFFF_TORCH:-2.13.0}" >&2
   "$VENV/bin/python" -m pip install -q "torch==${MOLFFF_TORCH:-2.13.0}"
 fi
-echo "setup: installing molfff[dev] (editable)" >&2
-"$VENV/bin/python" -m pip install -q -e ".[dev]"
+EXTRAS=${MOLFFF_EXTRAS:-dev,molecules}
+echo "setup: installing molfff[$EXTRAS] (editable)" >&2
+"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
 "$VENV/bin/python" -c "import molfff, torch; print(f'setup: molfff {molfff.__version__}, torch {torch.__version__}')" >&2
