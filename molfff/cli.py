@@ -1,4 +1,4 @@
-"""The ``molfff`` command line: train, sample, evaluate.
+"""The ``molfff`` command line: train, sample, evaluate, reweight.
 
 Every error a user can cause (files, flags, configs, checkpoints) ends in one line on stderr and
 exit status 2; results go to stdout, progress and notes to stderr.
@@ -88,6 +88,17 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
             f"KL(p||q): {metrics['kl']:.4f} ± {metrics['kl_stderr']:.4f}"
         )
     print(f"reconstruction ||x - g(f(x))||^2: {metrics['reconstruction']:.3g}")
+    if "nll_without_latent_constant" in metrics:
+        print(
+            f"{split} NLL without the latent normalising constant (flow-matching / FFF paper "
+            f"convention): {metrics['nll_without_latent_constant']:.4f}"
+        )
+    if "c2st" in metrics:
+        per_obs = [v for k, v in metrics.items() if k.startswith("c2st/obs")]
+        print(
+            f"C2ST (mean over {len(per_obs)} observations): {metrics['c2st']:.4f}  "
+            f"[{', '.join(f'{v:.3f}' for v in per_obs)}]"
+        )
     for fig in metrics.get("figures", []):
         print(f"figure: {fig}")
 
@@ -165,6 +176,60 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_reweight(args) -> int:
+    import torch
+
+    from molfff.boltzmann.data import load_split
+    from molfff.boltzmann.energies import get_energy
+    from molfff.boltzmann.report import plot_reweighting, reweight, sample_and_weigh
+    from molfff.train.runner import load_model, resolve_checkpoint
+
+    if args.n <= 1:
+        raise UserError(f"--n must be at least 2, got {args.n}")
+    config, module, ckpt = load_model(args.checkpoint, Path(args.runs))
+    if config.data.name != "boltzmann":
+        raise UserError(
+            f"{ckpt} is a {config.data.name} model; reweighting needs a "
+            "Boltzmann generator (data.name: boltzmann)"
+        )
+    energy = get_energy(config.data.system)
+    reference = load_split(config.data.system, "test", config.data.root)
+    torch.manual_seed(args.seed)
+    _note(f"reweighting {args.n} samples of {ckpt} to exp(-u) of {energy.name}")
+    x, u, log_w = sample_and_weigh(module.sample, module.log_prob, energy, args.n, progress=True)
+    report = reweight(
+        x,
+        u,
+        log_w,
+        energy,
+        args.observable or ["energy", "mean_distance"],
+        reference,
+        seed=args.seed,
+    )
+    run_dir = resolve_checkpoint(args.checkpoint, Path(args.runs)).parent.parent
+    plot = plot_reweighting(
+        report, energy, reference, Path(args.plot) if args.plot else run_dir / "reweight.png"
+    )
+    result = report.as_dict() | {"checkpoint": str(ckpt), "figure": str(plot)}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"effective sample size (Kish): {100 * report.ess:.2f}% of {args.n}")
+    for name, ests in report.estimates.items():
+        cols = "   ".join(f"{kind} {est}" for kind, est in ests.items())
+        print(f"<{name}>  {cols}")
+    print(f"figure: {plot}")
+    return 0
+
+
+def cmd_metrics(args) -> int:
+    from molfff.molecules.report import run_metrics
+
+    _, text = run_metrics(args.file, args.json, not args.no_novelty, note=_note)
+    print(text)
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="molfff", description="Free-form flows: train, sample, evaluate. See README.md."
@@ -204,6 +269,43 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--json", action="store_true", help="print final metrics as JSON")
     t.set_defaults(func=cmd_train)
+
+    r = sub.add_parser(
+        "reweight", help="importance weights, ESS and reweighted expectations (Boltzmann)"
+    )
+    r.add_argument(
+        "checkpoint",
+        nargs="?",
+        default=None,
+        help="checkpoint file or run folder (default: the most recent run)",
+    )
+    r.add_argument("--runs", default="runs", help="where runs live (default: runs)")
+    r.add_argument("--n", type=int, default=10000, help="number of generated samples")
+    r.add_argument(
+        "--observable",
+        action="append",
+        metavar="NAME",
+        help="energy, mean_distance, or package.module:function taking (x, energy); "
+        "may be repeated (default: energy and mean_distance)",
+    )
+    r.add_argument("--plot", default=None, help="PNG path (default: RUN/reweight.png)")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.set_defaults(func=cmd_reweight)
+
+    mt = sub.add_parser(
+        "metrics",
+        help="stability, validity, uniqueness and novelty of "
+        "molecules in an .xyz, .sdf or .npz file",
+    )
+    mt.add_argument("file", help="molecules to score (H, C, N, O, F; positions in Å)")
+    mt.add_argument(
+        "--no-novelty",
+        action="store_true",
+        help="skip novelty (its QM9 training SMILES take ~1.5 min to build once)",
+    )
+    mt.add_argument("--json", action="store_true", help="machine-readable output")
+    mt.set_defaults(func=cmd_metrics)
 
     for name, helptext in (
         ("sample", "draw samples from a trained model"),

@@ -35,12 +35,22 @@ class Split:
 
 @dataclass
 class DenseTask:
-    """Splits of a dense data set, with an optional exact reference log-density ``(B, D)->(B,)``."""
+    """Splits of a dense data set and what the task knows about them.
+
+    Attributes:
+        name: e.g. ``toy2d/ring``.
+        splits: ``train``, ``val`` and ``test`` :class:`Split` s.
+        true_log_prob: exact reference log-density ``(B, D) -> (B,)``, if known.
+        particles: ``(n, d)`` when rows are n particles in d dimensions.
+        extra_metrics: task-specific evaluation of a trained model (one with ``sample`` and
+            ``log_prob`` in original units), run after training, e.g. posterior C2ST.
+    """
 
     name: str
     splits: dict[str, Split]
     true_log_prob: Callable[[Tensor], Tensor] | None = None
     particles: tuple[int, int] | None = None
+    extra_metrics: Callable[[object], dict] | None = None
 
     def plot(self, model, out_dir: Path) -> list[Path]:
         """Figures of samples against data (and densities, in 2-D); returns the files written."""

@@ -22,10 +22,22 @@ REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 @dataclass
 class DataConfig:
-    """What to train on. ``name`` selects the application; the rest are its settings."""
+    """What to train on. ``name`` selects the application; the rest are its settings.
+
+    ``toy2d`` uses ``density``; ``boltzmann`` uses ``system`` (DW4, LJ13, LJ55) and ``root`` (a
+    folder of ``{split}_split_{system}.npy`` files; default: the reference data, then data/).
+    ``sbi`` uses ``task`` (an sbibm task), ``budget`` (simulations for training + validation)
+    and ``c2st_observations`` (how many of the 10 observations to score by C2ST after training).
+    ``n_train``/``n_val``/``n_test`` cap the number of samples drawn or used per split.
+    """
 
     name: str = "toy2d"
     density: str = "ring"
+    system: str = "DW4"
+    root: str | None = None
+    task: str = "two_moons"
+    budget: int = 10000
+    c2st_observations: int = 10
     n_train: int = 20000
     n_val: int = 5000
     n_test: int = 20000
@@ -306,6 +318,7 @@ def validate(config: Config) -> None:
         "loss.hutchinson_samples": config.loss.hutchinson_samples,
         "beta_search.epochs": config.beta_search.epochs,
         "trainer.eval_batch_size": config.trainer.eval_batch_size,
+        "data.budget": config.data.budget,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -324,10 +337,37 @@ def validate(config: Config) -> None:
         )
 
 
+def deep_merge(base: dict, update: dict) -> dict:
+    """``base`` with ``update`` merged in, section by section."""
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """A YAML config with its ``extends: other`` chain resolved (the file's keys win)."""
+    if path.resolve() in seen:
+        raise UserError(f"{path}: `extends` loops back to itself")
+    data = read_yaml(path)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise UserError(f"{path}: `extends` must name a config, got {parent!r}")
+    base_path = path.parent / f"{parent}.yaml"
+    if not base_path.is_file():
+        base_path = resolve_config_path(parent)
+    return deep_merge(read_config_file(base_path, (*seen, path.resolve())), data)
+
+
 def load_config(name: str, overrides: list[str] = (), fast: bool = False) -> Config:
     """Read a config by name or path, apply ``--fast`` and ``key=value`` overrides, validate."""
     path = resolve_config_path(name)
-    data = read_yaml(path)
+    data = read_config_file(path)
     data.setdefault(
         "name", Path(name).with_suffix("").as_posix() if not Path(name).is_file() else path.stem
     )

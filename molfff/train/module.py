@@ -93,15 +93,27 @@ class FFFModule(L.LightningModule):
         )
         self.register_buffer("shift", torch.zeros(dim))
         self.register_buffer("scale", torch.ones(dim))
+        self.register_buffer("c_shift", torch.zeros(cond_dim))
+        self.register_buffer("c_scale", torch.ones(cond_dim))
 
-    def set_standardization(self, x: Tensor) -> None:
-        """Fix ``shift, scale`` to the mean and std of the training data ``(B, D)``."""
-        self.shift.copy_(x.mean(0))
-        self.scale.copy_(x.std(0).clamp(min=1e-8))
+    def set_standardization(self, x: Tensor, c: Tensor | None = None) -> None:
+        """Fix the z-scoring of data ``x`` ``(B, D)`` and conditioning ``c`` ``(B, C)`` to the
+        training split's mean and std (constant dimensions are centred, not scaled)."""
+
+        def stats(t: Tensor) -> tuple[Tensor, Tensor]:
+            std = t.std(0)
+            return t.mean(0), torch.where(std > 1e-8, std, torch.ones_like(std))
+
+        self.shift, self.scale = (v.to(self.shift) for v in stats(x))
+        if c is not None:
+            self.c_shift, self.c_scale = (v.to(self.c_shift) for v in stats(c))
+
+    def _standardize_c(self, c: Tensor | None) -> Tensor | None:
+        return None if c is None else (c - self.c_shift) / self.c_scale
 
     def _unpack(self, batch) -> tuple[Tensor, Tensor | None]:
         x = (batch[0] - self.shift) / self.scale
-        return x, (batch[1] if len(batch) > 1 else None)
+        return x, self._standardize_c(batch[1] if len(batch) > 1 else None)
 
     @property
     def log_scale(self) -> Tensor:
@@ -164,11 +176,15 @@ class FFFModule(L.LightningModule):
     def sample(
         self, n: int, c: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
-        """``n`` samples in original units, ``(n, D)``."""
+        """``n`` samples in original units, ``(n, D)``; ``c`` is ``(n, C)`` or ``(1, C)``."""
+        c = self._standardize_c(c)
+        if c is not None and c.shape[0] == 1 and n > 1:
+            c = c.expand(n, -1)
         return self.flow.sample(n, c, generator=generator) * self.scale + self.shift
 
     def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """Exact log-density in original units, ``(B,)``."""
+        c = self._standardize_c(c)
         return self.flow.log_prob((x - self.shift) / self.scale, c) - self.log_scale
 
     def configure_optimizers(self):

@@ -75,7 +75,7 @@ def build(
             "(per-coordinate scaling would break equivariance); set it to false"
         )
     if config.data.standardize:
-        module.set_standardization(task.splits["train"].x)
+        module.set_standardization(task.splits["train"].x, task.splits["train"].c)
     return module, dm, task
 
 
@@ -275,6 +275,8 @@ def train(
             "parameters": sum(p.numel() for p in module.flow.parameters()),
         }
     )
+    if task.extra_metrics is not None:
+        metrics.update(task.extra_metrics(module))
     metrics["figures"] = [str(p) for p in task.plot(module, run_dir)]
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return TrainResult(run_dir, metrics)
@@ -293,8 +295,12 @@ def find_latest_run(root: Path = Path("runs")) -> Path:
 
 
 def resolve_checkpoint(path: Path | None, root: Path = Path("runs")) -> Path:
-    """A checkpoint file from a file, a run folder (best, else last) or the latest run."""
+    """A checkpoint file from a file, a run folder (best, else last), a folder of runs (its
+    latest run, e.g. ``runs/dw4``) or, with no path, the latest run under ``root``."""
     path = find_latest_run(root) if path is None else Path(path)
+    runs_inside = path.is_dir() and any(path.glob("*/config.yaml"))
+    if runs_inside and not (path / "checkpoints").is_dir():
+        path = find_latest_run(path)
     if path.is_dir():
         for name in ("best.ckpt", "last.ckpt"):
             if (path / "checkpoints" / name).is_file():

@@ -14,7 +14,28 @@ def _toy2d(cfg: DataConfig, seed: int) -> DenseTask:
     return toy2d_task(cfg.density, cfg.n_train, cfg.n_val, cfg.n_test, seed)
 
 
-TASKS: dict[str, Callable[[DataConfig, int], DenseTask]] = {"toy2d": _toy2d}
+def _boltzmann(cfg: DataConfig, seed: int) -> DenseTask:
+    from molfff.boltzmann.task import boltzmann_task
+
+    return boltzmann_task(cfg.system, cfg.n_train, cfg.n_val, cfg.n_test, seed, cfg.root)
+
+
+def _sbi(cfg: DataConfig, seed: int) -> DenseTask:
+    try:
+        from molfff.dense.sbi_task import sbi_training_task
+    except ImportError as err:
+        raise UserError(
+            f"SBI tasks need the sbi extra ({err}); run scripts/setup.sh or "
+            "pip install -e '.[sbi]' && pip install --no-deps sbibm==1.1.0"
+        ) from None
+    return sbi_training_task(cfg.task, cfg.budget, seed, cfg.n_test, cfg.c2st_observations)
+
+
+TASKS: dict[str, Callable[[DataConfig, int], DenseTask]] = {
+    "toy2d": _toy2d,
+    "boltzmann": _boltzmann,
+    "sbi": _sbi,
+}
 
 
 def build_task(cfg: DataConfig, seed: int) -> DenseTask:

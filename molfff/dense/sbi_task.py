@@ -1,0 +1,65 @@
+"""An sbibm task as a training task: amortised posterior estimation q(theta | x) with C2ST.
+
+The flow models ``theta`` (the dense data) conditioned on the simulation ``x`` (the
+conditioning ``c``). After training, each of the first ``c2st_observations`` observations x_o is
+scored by the classifier two-sample test between 10,000 samples of ``q(theta | x_o)`` and
+sbibm's 10,000 reference posterior samples (0.5: indistinguishable; 1: disjoint).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from molfff.dense.sbi import (
+    NUM_OBSERVATIONS,
+    observation,
+    posterior_c2st,
+    reference_posterior_samples,
+    simulate_splits,
+)
+from molfff.dense.splits import DenseTask
+from molfff.errors import UserError
+
+
+def posterior_samples(
+    model, task_name: str, num_observation: int, n: int = 10_000, seed: int = 0
+) -> torch.Tensor:
+    """``n`` samples of the trained ``q(theta | x_o)``, ``(n, D_theta)`` in original units."""
+    param = next(model.parameters())
+    x_o = observation(task_name, num_observation).to(param)
+    g = torch.Generator(device=param.device).manual_seed(seed * 100 + num_observation)
+    with torch.no_grad():
+        return model.sample(n, x_o, generator=g).cpu()
+
+
+def c2st_metrics(model, task_name: str, observations: int, progress: bool = True) -> dict:
+    """C2ST per observation and its mean, as sbibm reports it."""
+    from tqdm import tqdm
+
+    scores = {}
+    for k in tqdm(
+        range(1, observations + 1), desc="C2ST", disable=not progress, file=__import__("sys").stderr
+    ):
+        n_ref = reference_posterior_samples(task_name, k).shape[0]
+        samples = posterior_samples(model, task_name, k, n_ref)
+        scores[f"c2st/obs{k}"] = float(posterior_c2st(task_name, k, samples))
+    if scores:
+        scores["c2st"] = sum(scores.values()) / len(scores)
+    return scores
+
+
+def sbi_training_task(
+    task_name: str, budget: int, seed: int, n_test: int, c2st_observations: int
+) -> DenseTask:
+    """Simulations for training (``budget``, 10% held out for validation) and a test set."""
+    if not 0 <= c2st_observations <= NUM_OBSERVATIONS:
+        raise UserError(
+            f"config key data.c2st_observations must be 0..{NUM_OBSERVATIONS}, "
+            f"got {c2st_observations}"
+        )
+    splits = simulate_splits(task_name, budget, seed, n_test=n_test)
+    return DenseTask(
+        f"sbi/{task_name}/{budget}",
+        splits,
+        extra_metrics=lambda model: c2st_metrics(model, task_name, c2st_observations),
+    )
