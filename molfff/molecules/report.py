@@ -1,0 +1,128 @@
+"""EDM's sample metrics for a file of molecules, for the command line and for scripts.
+
+:func:`metrics_for_file` reads a file (xyz, SDF, npz; see
+:func:`~molfff.molecules.io.read_molecules`) and scores it with
+:func:`~molfff.molecules.metrics.evaluate`: atom and molecule stability, validity, uniqueness
+and, optionally, novelty against the SMILES of the QM9 training split (Hoogeboom et al. 2022,
+EDM). :func:`format_metrics` renders the result for people; :func:`run_metrics` is the one call
+a CLI subcommand needs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from molfff.errors import UserError
+from molfff.molecules.io import read_molecules
+from molfff.molecules.metrics import METRICS_VERSION, evaluate, qm9_smiles
+
+_SHARES = (
+    ("atom_stability", "atom stability", "stable atoms / all atoms"),
+    ("molecule_stability", "molecule stability", "molecules with all atoms stable"),
+    ("validity", "validity", "RDKit sanitizes the inferred bonds"),
+    ("uniqueness", "uniqueness", "distinct SMILES / valid"),
+    ("valid_unique", "valid and unique", "distinct valid SMILES / all"),
+    ("novelty", "novelty", "distinct valid SMILES not in QM9 train / distinct valid"),
+)
+
+
+def _train_smiles_cached() -> bool:
+    """Whether ``qm9_smiles("train")`` will find its cache (else it builds one, ~1.5 min)."""
+    from rdkit import __version__ as rdkit_version
+
+    from molfff.molecules.qm9 import cache_dir
+
+    name = f"smiles_train_m{METRICS_VERSION}_rdkit{rdkit_version}.npz"
+    return (cache_dir() / name).is_file()
+
+
+def metrics_for_file(
+    path: str | Path,
+    train_smiles: bool = True,
+    note: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Stability, validity, uniqueness and (optionally) novelty of the molecules in a file.
+
+    Bonds are inferred from distances by EDM's rule; see :mod:`molfff.molecules.metrics`.
+
+    Args:
+        path: ``.xyz``, ``.sdf``/``.sd``/``.mol``, ``.npz`` or ``.extxyz`` file.
+        train_smiles: compute novelty against the valid SMILES of QM9's training split (needs
+            qm9pack; the first call builds a cache of them, about 1.5 minutes).
+        note: called with progress notes (e.g. ``print`` to stderr); silent when ``None``.
+
+    Returns:
+        ``file``, ``format`` (the suffix), ``n_molecules``, ``n_atoms`` (ints) and the shares
+        (floats in [0, 1]) ``atom_stability``, ``molecule_stability``, ``validity``,
+        ``uniqueness``, ``valid_unique``, plus ``novelty`` and ``novelty_reference`` when
+        ``train_smiles`` is true.
+
+    Raises:
+        UserError: unreadable file, no molecules, an empty molecule, RDKit or qm9pack missing.
+    """
+    path = Path(path)
+    try:
+        import rdkit  # noqa: F401
+    except ImportError:
+        raise UserError("validity, uniqueness and novelty need RDKit: pip install rdkit") from None
+    mols = read_molecules(path)
+    if len(mols) == 0:
+        raise UserError(f"molecule file {path} holds no molecules")
+    empty = (mols.num_atoms == 0).nonzero()[0]
+    if len(empty):
+        raise UserError(f"molecule file {path}: molecule {int(empty[0])} (from 0) has no atoms")
+    reference = None
+    if train_smiles:
+        if note is not None and not _train_smiles_cached():
+            note("building the SMILES of the QM9 training split for novelty (once, ~1.5 min)")
+        reference = qm9_smiles("train")
+    if note is not None:
+        note(f"scoring {len(mols)} molecules from {path}")
+    scores = evaluate(mols, train_smiles=reference)
+    out: dict[str, Any] = {
+        "file": str(path),
+        "format": path.suffix.lower().lstrip("."),
+        "n_molecules": int(scores.pop("n_molecules")),
+        "n_atoms": int(scores.pop("n_atoms")),
+    }
+    out.update(scores)
+    if train_smiles:
+        out["novelty_reference"] = "QM9 train"
+    return out
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """The result of :func:`metrics_for_file` as aligned lines of percentages, for people."""
+    head = f"{metrics['file']}: {metrics['n_molecules']:,} molecules, {metrics['n_atoms']:,} atoms"
+    lines = [head]
+    for key, label, meaning in _SHARES:
+        if key in metrics:
+            lines.append(f"  {label:<19} {100 * metrics[key]:6.2f} %   ({meaning})")
+    if "novelty" not in metrics:
+        lines.append("  novelty             not computed (reference SMILES not requested)")
+    return "\n".join(lines)
+
+
+def run_metrics(
+    path: str | Path,
+    json_output: bool = False,
+    train_smiles: bool = True,
+    note: Callable[[str], None] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Score a file for the command line: the metrics and the text to print on stdout.
+
+    Args:
+        path: the molecule file.
+        json_output: render as indented JSON instead of :func:`format_metrics`.
+        train_smiles: compute novelty against QM9 train (see :func:`metrics_for_file`).
+        note: progress notes (the CLI passes its stderr printer).
+
+    Returns:
+        ``(metrics, text)``.
+    """
+    metrics = metrics_for_file(path, train_smiles=train_smiles, note=note)
+    text = json.dumps(metrics, indent=2) if json_output else format_metrics(metrics)
+    return metrics, text
