@@ -134,7 +134,10 @@ def fff_loss(
         raise ValueError(f"noise_std must be non-negative, got {noise_std}")
     if noise_std > 0:
         x = x + noise_std * layout.randn(x, generator=generator)
-    x = x.detach().requires_grad_(True)
+    if not x.requires_grad:  # data: differentiate w.r.t. a fresh leaf
+        x = x.detach().requires_grad_(True)
+    # else x comes from a differentiable map (e.g. a dequantizer) and keeps its graph: the
+    # surrogate's gradient w.r.t. x is then also an unbiased estimate of ∇_x log|det J_f(x)|
 
     z = encode(x, c)
     if z.shape != x.shape:
