@@ -1,0 +1,169 @@
+"""Reweighting a trained Boltzmann generator: weights, ESS, expectations, and a figure."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from molfff.boltzmann.reweight import (
+    Estimate,
+    interatomic_distances,
+    kish_ess,
+    log_importance_weights,
+    normalized_weights,
+    resolve_observable,
+    reweighted_mean,
+)
+
+
+@dataclass
+class ReweightReport:
+    """Generator samples ``x`` ``(B, n·d)``, their energies and log-weights, and estimates."""
+
+    x: Tensor
+    energy: Tensor
+    log_w: Tensor
+    ess: float
+    estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        out = {"n": int(self.x.shape[0]), "ess": self.ess}
+        for name, ests in self.estimates.items():
+            for kind, est in ests.items():
+                out[f"{name}/{kind}"] = est.mean
+                out[f"{name}/{kind}_stderr"] = est.stderr
+        return out
+
+
+@torch.no_grad()
+def sample_and_weigh(
+    sample: Callable[[int], Tensor],
+    log_prob: Callable[[Tensor], Tensor],
+    energy,
+    n: int,
+    batch_size: int = 1000,
+    progress: bool = False,
+) -> tuple:
+    """Draw n samples in batches; return ``x (n, n·d)``, ``u (n,)``, ``log w (n,)``."""
+    from tqdm import tqdm
+
+    xs, us, lqs = [], [], []
+    with tqdm(
+        total=n,
+        desc="sampling + exact density",
+        unit="sample",
+        disable=not progress,
+        file=__import__("sys").stderr,
+    ) as bar:
+        for i in range(0, n, batch_size):
+            x = sample(min(batch_size, n - i))
+            xs.append(x)
+            lqs.append(log_prob(x))
+            us.append(energy(x.double()))
+            bar.update(len(x))
+    x, u, log_q = torch.cat(xs), torch.cat(us), torch.cat(lqs)
+    return x, u, log_importance_weights(log_q, u)
+
+
+def reweight(
+    x: Tensor,
+    u: Tensor,
+    log_w: Tensor,
+    energy,
+    observables: list,
+    reference: Tensor | None = None,
+    seed: int = 0,
+) -> ReweightReport:
+    """Raw and reweighted expectations of each observable (and the MCMC reference's mean)."""
+    report = ReweightReport(x, u, log_w, kish_ess(log_w))
+    g = torch.Generator().manual_seed(seed)
+    for spec in observables:
+        fn = resolve_observable(spec)
+        name = spec if isinstance(spec, str) else getattr(spec, "__name__", "observable")
+        values = fn(x.double(), energy).double()
+        ests = {
+            "raw": reweighted_mean(values, generator=g),
+            "reweighted": reweighted_mean(values, log_w, generator=g),
+        }
+        if reference is not None:
+            ests["reference"] = reweighted_mean(
+                fn(reference.double(), energy).double(), generator=g
+            )
+        report.estimates[name] = ests
+    return report
+
+
+def plot_reweighting(report: ReweightReport, energy, reference: Tensor | None, path: Path) -> Path:
+    """Histograms of energies and interatomic distances: MCMC data, raw and reweighted."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    w = normalized_weights(report.log_w).numpy()
+    n, d = energy.n_particles, energy.spatial_dim
+    dist = interatomic_distances(report.x.double(), n, d)
+    pairs = dist.shape[1]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    u = report.energy.numpy()
+    finite = torch.isfinite(report.energy).numpy()
+    lo, hi = (
+        reference_range(energy(reference.double()))
+        if reference is not None
+        else (u[finite].min(), u[finite].max())
+    )
+    bins = torch.linspace(float(lo), float(hi), 60).numpy()
+    if reference is not None:
+        axes[0].hist(
+            energy(reference.double()).numpy(), bins, density=True, alpha=0.5, label="MCMC data"
+        )
+    axes[0].hist(u[finite], bins, density=True, histtype="step", lw=1.5, label="FFF samples")
+    axes[0].hist(
+        u[finite],
+        bins,
+        weights=w[finite],
+        density=True,
+        histtype="step",
+        lw=1.5,
+        label="FFF reweighted",
+    )
+    axes[0].set_xlabel("reduced energy u(x)")
+    axes[0].set_title(f"{energy.name}: ESS {100 * report.ess:.1f}%")
+    if reference is not None:
+        axes[1].hist(
+            interatomic_distances(reference.double(), n, d).flatten().numpy(),
+            80,
+            density=True,
+            alpha=0.5,
+            label="MCMC data",
+        )
+    flat = dist.flatten().numpy()
+    axes[1].hist(flat, 80, density=True, histtype="step", lw=1.5, label="FFF samples")
+    axes[1].hist(
+        flat,
+        80,
+        weights=w.repeat(pairs),
+        density=True,
+        histtype="step",
+        lw=1.5,
+        label="FFF reweighted",
+    )
+    axes[1].set_xlabel("interatomic distance")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def reference_range(u: Tensor) -> tuple[float, float]:
+    """An energy window covering the reference data with a margin."""
+    lo, hi = torch.quantile(u.float(), torch.tensor([0.001, 0.999]))
+    pad = 0.25 * float(hi - lo)
+    return float(lo) - pad, float(hi) + pad
