@@ -99,6 +99,25 @@ def _print_metrics(metrics: dict, as_json: bool) -> None:
             f"C2ST (mean over {len(per_obs)} observations): {metrics['c2st']:.4f}  "
             f"[{', '.join(f'{v:.3f}' for v in per_obs)}]"
         )
+    samples = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("samples/")}
+    if samples:
+        n = samples.get("n_molecules", "")
+        print(f"{int(n)} sampled molecules:" if n != "" else "sampled molecules:")
+        for key in (
+            "atom_stability",
+            "molecule_stability",
+            "validity",
+            "uniqueness",
+            "valid_unique",
+            "novelty",
+        ):
+            if key in samples:
+                print(f"  {key.replace('_', ' '):<20} {100 * samples[key]:6.2f} %")
+    if "sampling_seconds_per_molecule" in metrics:
+        print(
+            f"sampling time: {1e3 * metrics['sampling_seconds_per_molecule']:.3f} ms per "
+            "molecule (one decoder pass)"
+        )
     for fig in metrics.get("figures", []):
         print(f"figure: {fig}")
 
@@ -113,6 +132,10 @@ def cmd_sample(args) -> int:
         raise UserError(f"--n must be positive, got {args.n}")
     config, module, ckpt = load_model(args.checkpoint, Path(args.runs))
     _note(f"sampling {args.n} from {ckpt}")
+    if module.hparams.get("kind") == "molecules":
+        return sample_molecules_command(args, module)
+    if args.stable_only or args.format:
+        raise UserError("--stable-only and --format apply to molecule models only")
     if module.hparams.get("cond_dim", 0):
         raise UserError("this model is conditional; sample it through its task's command")
     if args.batch_size <= 0:
@@ -163,6 +186,39 @@ def cmd_sample(args) -> int:
     return 0
 
 
+def sample_molecules_command(args, module) -> int:
+    """Molecules as multi-frame xyz (default) or SDF, to stdout or ``--out``."""
+    import io
+
+    from molfff.molecules.io import write_sdf, write_xyz
+    from molfff.molecules.metrics import is_stable
+    from molfff.train.molecules import sample_stable
+
+    fmt = args.format or (Path(args.out).suffix.lstrip(".") if args.out else "xyz")
+    if fmt not in ("xyz", "sdf"):
+        raise UserError(f"molecules are written as xyz or sdf, not {fmt!r}")
+    molecules, drawn = sample_stable(
+        module.flow, args.n, args.stable_only, seed=args.seed, batch_size=args.batch_size
+    )
+    if args.stable_only:
+        _note(f"{args.n} stable molecules from {drawn} draws ({100 * args.n / drawn:.1f}% stable)")
+    buffer = io.StringIO()
+    if fmt == "xyz":
+        comments = [f"molecule {i} stable={is_stable(*m)}" for i, m in enumerate(molecules)]
+        write_xyz(molecules, buffer, comments)
+    else:
+        write_sdf(molecules, buffer)
+    if args.out is None:
+        sys.stdout.write(buffer.getvalue())
+        return 0
+    out = Path(args.out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text(buffer.getvalue())
+    tmp.replace(out)
+    _note(f"wrote {len(molecules)} molecules to {out}")
+    return 0
+
+
 def cmd_evaluate(args) -> int:
     from molfff.train.runner import evaluate, load_model
     from molfff.train.tasks import build_task
@@ -170,7 +226,7 @@ def cmd_evaluate(args) -> int:
     config, module, ckpt = load_model(args.checkpoint, Path(args.runs))
     _note(f"evaluating {ckpt} on the {args.split} split")
     task = build_task(config.data, config.seed)
-    metrics = evaluate(module, task, args.split, config.trainer.eval_batch_size)
+    metrics = evaluate(module, task, args.split, config)
     metrics["checkpoint"] = str(ckpt)
     _print_metrics(metrics, args.json)
     return 0
@@ -323,7 +379,18 @@ def parser() -> argparse.ArgumentParser:
             s.add_argument("--n", type=int, default=1000, help="number of samples")
             s.add_argument("--out", default=None, help=".csv or .npy file (default: CSV on stdout)")
             s.add_argument("--seed", type=int, default=0)
-            s.add_argument("--batch-size", type=int, default=10000)
+            s.add_argument("--batch-size", type=int, default=1000)
+            s.add_argument(
+                "--stable-only",
+                action="store_true",
+                help="molecules: keep sampling until N stable ones exist",
+            )
+            s.add_argument(
+                "--format",
+                choices=("xyz", "sdf"),
+                default=None,
+                help="molecules: output format (default xyz, or --out's suffix)",
+            )
             s.set_defaults(func=cmd_sample)
         else:
             s.add_argument("--split", choices=("val", "test"), default="test")

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 
 from molfff.dense.splits import DenseTask
+from molfff.errors import UserError
 from molfff.train.config import Config
 from molfff.train.runner import EpochHistory, build, make_trainer, quiet_lightning
 
@@ -70,7 +71,12 @@ def run_trial(config: Config, beta: float, task: DenseTask | None = None) -> Bet
             strategy="auto",
         ),
     )
-    module, dm, _ = build(cfg, task)
+    module, dm, task = build(cfg, task)
+    if not isinstance(task, DenseTask):
+        raise UserError(
+            "the beta search is implemented for dense and particle tasks; for "
+            "molecules, compare runs at several loss.beta by hand"
+        )
     history = EpochHistory()
     trainer = make_trainer(cfg, None, [history], checkpoints=False, loggers=False, progress=False)
     try:

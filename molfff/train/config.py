@@ -48,7 +48,12 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """Encoder and decoder architecture (both the same)."""
+    """Encoder and decoder architecture (both the same).
+
+    ``resnet``: ``preset`` (S, L) or ``width``/``blocks``/``pre_layers``/``activation``.
+    ``egnn``: ``width`` hidden units, ``blocks`` equivariant blocks; molecules also use
+    ``dequantizer_blocks`` and ``charge_scale`` (dequantized charge = (c + s) / charge_scale).
+    """
 
     network: str = "resnet"
     preset: str | None = None
@@ -56,6 +61,8 @@ class ModelConfig:
     blocks: int = 4
     pre_layers: int = 1
     activation: str = "silu"
+    dequantizer_blocks: int = 2
+    charge_scale: float = 10.0
 
 
 @dataclass
@@ -93,6 +100,16 @@ class TrainerConfig:
     log_every_n_steps: int = 20
     progress_bar: bool = True
     eval_batch_size: int = 2048
+    limit_val_batches: int | float = 1.0
+    jacobian_chunk: int = 32
+
+
+@dataclass
+class EvaluationConfig:
+    """After training: molecules to sample and score, and whether to compute novelty."""
+
+    samples: int = 1000
+    novelty: bool = True
 
 
 @dataclass
@@ -142,6 +159,7 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     run: RunConfig = field(default_factory=RunConfig)
     beta_search: BetaSearchConfig = field(default_factory=BetaSearchConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     fast: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -319,6 +337,8 @@ def validate(config: Config) -> None:
         "beta_search.epochs": config.beta_search.epochs,
         "trainer.eval_batch_size": config.trainer.eval_batch_size,
         "data.budget": config.data.budget,
+        "trainer.jacobian_chunk": config.trainer.jacobian_chunk,
+        "trainer.limit_val_batches": config.trainer.limit_val_batches,
     }
     for key, value in positive.items():
         if value <= 0:

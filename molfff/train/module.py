@@ -81,6 +81,7 @@ class FFFModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.hparams["kind"] = "dense"
         self.config = from_dict(Config, config)
         particles = tuple(particles) if particles is not None else None
         if particles is not None and particles[0] * particles[1] != dim:
@@ -188,15 +189,17 @@ class FFFModule(L.LightningModule):
         return self.flow.log_prob((x - self.shift) / self.scale, c) - self.log_scale
 
     def configure_optimizers(self):
-        opt_cfg = self.config.optim
-        opt = torch.optim.Adam(self.parameters(), lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
-        if opt_cfg.schedule == "constant":
-            return opt
-        if opt_cfg.schedule == "exponential":
-            sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=opt_cfg.gamma)
-            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        total = int(self.trainer.estimated_stepping_batches)
-        sched = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=opt_cfg.lr, total_steps=max(total, 1)
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return configure_adam(self, self.config.optim)
+
+
+def configure_adam(module: L.LightningModule, opt_cfg) -> dict | torch.optim.Optimizer:
+    """Adam with the schedule ``optim.schedule`` names (one-cycle steps per batch)."""
+    opt = torch.optim.Adam(module.parameters(), lr=opt_cfg.lr, weight_decay=opt_cfg.weight_decay)
+    if opt_cfg.schedule == "constant":
+        return opt
+    if opt_cfg.schedule == "exponential":
+        sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=opt_cfg.gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+    total = int(module.trainer.estimated_stepping_batches)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=opt_cfg.lr, total_steps=max(total, 1))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

@@ -55,11 +55,20 @@ def make_run_dir(config: Config) -> Path:
     raise UserError(f"cannot create a new run folder under {base}")
 
 
-def build(
-    config: Config, task: DenseTask | None = None
-) -> tuple[FFFModule, ArrayDataModule, DenseTask]:
+def build(config: Config, task=None) -> tuple[L.LightningModule, L.LightningDataModule, object]:
     """Model, data module and task for a config (same config and seed: same data)."""
     task = build_task(config.data, config.seed) if task is None else task
+    if isinstance(task, DenseTask):
+        module, dm = build_dense(config, task)
+    else:
+        dm = task.datamodule(config)
+        L.seed_everything(config.seed, workers=True, verbose=False)
+        module = task.new_module(config)
+    return module, dm, task
+
+
+def build_dense(config: Config, task: DenseTask) -> tuple[FFFModule, ArrayDataModule]:
+    """FFFModule (standardised with training statistics) and ArrayDataModule of a dense task."""
     dm = ArrayDataModule(
         task.splits,
         config.data.batch_size,
@@ -76,7 +85,7 @@ def build(
         )
     if config.data.standardize:
         module.set_standardization(task.splits["train"].x, task.splits["train"].c)
-    return module, dm, task
+    return module, dm
 
 
 class EpochHistory(Callback):
@@ -167,12 +176,23 @@ def make_trainer(
         default_root_dir=run_dir,
         inference_mode=False,
         num_sanity_val_steps=0,
+        limit_val_batches=t.limit_val_batches,
         enable_model_summary=False,
     )
 
 
+def evaluate(module, task, split: str, config: Config) -> dict:
+    """The task's metrics of a trained module on ``split`` (exact NLL first)."""
+    if not isinstance(task, DenseTask):
+        return task.evaluate(module, split, config)
+    metrics = evaluate_dense(module, task, split, config.trainer.eval_batch_size)
+    if task.extra_metrics is not None and split == "test":
+        metrics.update(task.extra_metrics(module))
+    return metrics
+
+
 @torch.no_grad()
-def evaluate(
+def evaluate_dense(
     module: FFFModule, task: DenseTask, split: str = "test", batch_size: int = 2048
 ) -> dict[str, float]:
     """Exact test NLL, reconstruction error and, where the task knows p, true NLL and KL."""
@@ -226,7 +246,7 @@ def train(
     resume: bool = False,
     progress: bool | None = None,
     callbacks: list[Callback] = (),
-    task: DenseTask | None = None,
+    task=None,
 ) -> TrainResult:
     """Fit, then evaluate the best checkpoint on the test split and write figures.
 
@@ -267,7 +287,7 @@ def train(
     if best.is_file():
         module.load_state_dict(read_checkpoint(best)["state_dict"])
     module = module.cpu()
-    metrics = evaluate(module, task, "test", config.trainer.eval_batch_size)
+    metrics = evaluate(module, task, "test", config)
     metrics.update(
         {
             "epochs": trainer.current_epoch,
@@ -275,8 +295,6 @@ def train(
             "parameters": sum(p.numel() for p in module.flow.parameters()),
         }
     )
-    if task.extra_metrics is not None:
-        metrics.update(task.extra_metrics(module))
     metrics["figures"] = [str(p) for p in task.plot(module, run_dir)]
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return TrainResult(run_dir, metrics)
@@ -311,17 +329,31 @@ def resolve_checkpoint(path: Path | None, root: Path = Path("runs")) -> Path:
     return path
 
 
-def load_model(path: Path | None, root: Path = Path("runs")) -> tuple[Config, FFFModule, Path]:
+def module_from_checkpoint(ckpt: dict) -> L.LightningModule:
+    """Rebuild the module a checkpoint was written by and load its weights."""
+    hp = dict(ckpt["hyper_parameters"])
+    kind = hp.pop("kind", "dense")
+    if kind == "molecules":
+        from molfff.train.molecules import MoleculeModule
+
+        module = MoleculeModule(hp["config"], hp["node_distribution"])
+    elif kind == "dense":
+        module = FFFModule(hp["config"], hp["dim"], hp.get("cond_dim", 0), hp.get("particles"))
+    else:
+        raise KeyError(f"unknown module kind {kind!r}")
+    module.load_state_dict(ckpt["state_dict"])
+    return module
+
+
+def load_model(path: Path | None, root: Path = Path("runs")):
     """Config and trained module from a checkpoint file or run folder (default: latest run)."""
     ckpt_path = resolve_checkpoint(path, root)
     ckpt = read_checkpoint(ckpt_path)
-    hp = ckpt["hyper_parameters"]
     try:
-        config = from_dict(Config, hp["config"])
+        config = from_dict(Config, ckpt["hyper_parameters"]["config"])
         validate(config)
-        module = FFFModule(hp["config"], hp["dim"], hp.get("cond_dim", 0), hp.get("particles"))
-        module.load_state_dict(ckpt["state_dict"])
-    except (KeyError, TypeError, RuntimeError, UserError) as err:
+        module = module_from_checkpoint(ckpt)
+    except (KeyError, TypeError, RuntimeError, ValueError, UserError) as err:
         raise UserError(
             f"checkpoint {ckpt_path} does not match this molfff version "
             f"({str(err).splitlines()[0][:200]})"

@@ -1,4 +1,10 @@
-"""From the ``data`` config section to a task (the registry of dense applications)."""
+"""From the ``data`` config section to a task: the registry of applications.
+
+Dense applications return a :class:`~molfff.dense.splits.DenseTask` (trained by
+:class:`~molfff.train.module.FFFModule`). Other applications return an object with
+``datamodule(config)``, ``new_module(config)``, ``evaluate(module, split, config) -> dict`` and
+``plot(module, run_dir) -> list[Path]`` (e.g. :class:`~molfff.train.molecules.MoleculeTraining`).
+"""
 
 from __future__ import annotations
 
@@ -31,14 +37,21 @@ def _sbi(cfg: DataConfig, seed: int) -> DenseTask:
     return sbi_training_task(cfg.task, cfg.budget, seed, cfg.n_test, cfg.c2st_observations)
 
 
-TASKS: dict[str, Callable[[DataConfig, int], DenseTask]] = {
+def _qm9(cfg: DataConfig, seed: int):
+    from molfff.train.molecules import MoleculeTraining
+
+    return MoleculeTraining(cfg.n_train, cfg.n_val, cfg.n_test, seed)
+
+
+TASKS: dict[str, Callable[[DataConfig, int], object]] = {
     "toy2d": _toy2d,
     "boltzmann": _boltzmann,
     "sbi": _sbi,
+    "qm9": _qm9,
 }
 
 
-def build_task(cfg: DataConfig, seed: int) -> DenseTask:
+def build_task(cfg: DataConfig, seed: int):
     """The task ``data.name`` names; the same (config, seed) always gives the same splits."""
     if cfg.name not in TASKS:
         raise UserError(
