@@ -87,3 +87,33 @@ def test_reweight_refuses_other_models(tmp_path, capsys):
     capsys.readouterr()
     assert main(["reweight", str(tmp_path / "toy2d"), "--n", "10"]) == 2
     assert "needs a Boltzmann generator" in capsys.readouterr().err
+
+
+def test_data_generate_command(tmp_path, capsys):
+    """`molfff data generate` writes a loadable split; it refuses to overwrite by default."""
+    from molfff.boltzmann.data import load_samples
+    from molfff.cli import main
+
+    out = tmp_path / "train_split_DW4.npy"
+    args = [
+        "data",
+        "generate",
+        "dw4",
+        "--n",
+        "200",
+        "--chains",
+        "50",
+        "--burn-in",
+        "200",
+        "--thin",
+        "5",
+        "--out",
+        str(out),
+        "--json",
+    ]
+    assert main(args) == 0
+    x = load_samples(out, "DW4")
+    assert x.shape == (200, 8)
+    assert main(args) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["data", "generate", "argon", "--n", "5"]) == 2

@@ -91,7 +91,7 @@ def find_split(system: str, split: str, root: str | Path | None = None) -> Path:
     raise SampleFileError(
         f"no {split} samples for {_system_key(system)}: none of "
         + ", ".join(str(p) for p in tried)
-        + " exists (generate samples with molfff.boltzmann.mcmc.generate and save_samples)"
+        + f" exists (generate them: molfff data generate {_system_key(system)} --split {split})"
     )
 
 
