@@ -331,7 +331,9 @@ def cmd_data_generate(args) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="molfff", description="Free-form flows: train, sample, evaluate. See README.md."
+        prog="molfff",
+        description="Free-form flows: train, sample, evaluate, reweight, score molecules. "
+        "See README.md.",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
