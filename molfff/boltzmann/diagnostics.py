@@ -1,4 +1,7 @@
-"""Checks that samples follow a Boltzmann density: the configurational temperature.
+"""Checks on samples: the configurational temperature, and MCMC convergence diagnostics.
+
+The convergence diagnostics (split-R-hat, a first-half/second-half drift z-score) are used by
+:mod:`molfff.boltzmann.mcmc`.
 
 For samples from ``p(x) ∝ exp(-U(x)/kT)`` that vanish fast enough at the boundary, integration by
 parts gives ``E[|∇U|^2] = kT E[ΔU]``, so the ratio ``E[|∇U|^2] / E[ΔU]`` estimates kT using
@@ -87,3 +90,60 @@ def configurational_temperature(
     resid = grad_sq - ratio * lap
     stderr = resid.std() / (mean_lap * resid.numel() ** 0.5)
     return float(ratio), float(stderr)
+
+
+def split_rhat(values: Tensor) -> float:
+    """Split-R-hat of a scalar over chains: ``(T, C)`` draws -> float.
+
+    Each chain is cut into two halves of length m = floor(T/2) (the middle draw of an odd T is
+    dropped), giving M = 2C sequences ``ψ_{j,1..m}``. With ``B = m/(M-1) sum_j (ψ̄_j - ψ̄)^2``
+    and ``W = (1/M) sum_j s_j^2``,
+
+        R-hat = sqrt( ((m-1)/m · W + B/m) / W ),
+
+    close to 1 when all chains sample the same distribution (Gelman et al. 2013, sec. 11.4).
+
+    Returns:
+        R-hat, or NaN when T < 4 or the within-chain variance is zero.
+    """
+    if values.dim() != 2:
+        raise ValueError(f"values must be (T, C) draws, got shape {tuple(values.shape)}")
+    t = values.shape[0]
+    if t < 4:
+        return float("nan")
+    m = t // 2
+    v = values.double()
+    halves = torch.cat([v[:m], v[t - m :]], dim=1)  # (m, 2C)
+    w = halves.var(dim=0, unbiased=True).mean()
+    b = m * halves.mean(dim=0).var(unbiased=True)
+    if not w > 0:
+        return float("nan")
+    return float(torch.sqrt(((m - 1) / m * w + b / m) / w))
+
+
+def stationarity_z(values: Tensor) -> float:
+    """z-score of a drift between the first and the second half of many independent chains.
+
+    Per chain c, ``δ_c = mean(second half) - mean(first half)`` of its T draws. If every chain
+    was stationary when recording began, ``E[δ_c] = 0`` and the δ_c are independent across
+    chains whatever the autocorrelation within a chain, so ``z = mean(δ) / (std(δ)/sqrt(C))``
+    is approximately standard normal; a burn-in too short for the chains to forget their start
+    shows as a large ``|z|``.
+
+    Args:
+        values: ``(T, C)`` draws of a scalar, T >= 2, C >= 2.
+
+    Returns:
+        z, or NaN when T < 2, C < 2 or all δ_c are equal.
+    """
+    if values.dim() != 2:
+        raise ValueError(f"values must be (T, C) draws, got shape {tuple(values.shape)}")
+    t, c = values.shape
+    if t < 2 or c < 2:
+        return float("nan")
+    v = values.double()
+    delta = v[t - t // 2 :].mean(0) - v[: t // 2].mean(0)  # (C,)
+    sd = delta.std()
+    if not sd > 0:
+        return float("nan")
+    return float(delta.mean() / (sd / c**0.5))

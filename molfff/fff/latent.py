@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from molfff.fff.layout import DenseLayout, Layout, ParticleLayout, standard_normal_log_norm
+from molfff.fff.layout import Layout, ParticleLayout, standard_normal_log_norm
 
 
 class StandardNormal:
@@ -76,7 +76,3 @@ class CenteredNormal(StandardNormal):
             like = torch.empty(like, self.layout.n_particles * self.layout.spatial_dim)
         return super().sample(like, self.layout if layout is None else layout, generator)
 
-
-def default_layout() -> Layout:
-    """Layout used when none is given: dense, full-dimensional."""
-    return DenseLayout()
