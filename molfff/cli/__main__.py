@@ -1,0 +1,7 @@
+"""`python -m molfff.cli`."""
+
+import sys
+
+from molfff.cli import main
+
+sys.exit(main())

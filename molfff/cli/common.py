@@ -1,0 +1,66 @@
+"""Helpers shared by the commands: notes on stderr, overrides, printing metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def note(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def overrides(args) -> list[str]:
+    return list(args.overrides) + list(args.set or [])
+
+
+def spawned_rank() -> bool:
+    """True in the worker processes that Lightning's DDP launcher re-executes this command in."""
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0 and "MOLFFF_RUN_DIR" in os.environ
+
+
+def print_metrics(metrics: dict, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(metrics, indent=2))
+        return
+    split = metrics.get("split", "test")
+    print(f"{split} NLL (exact, nats): {metrics['nll']:.4f} ± {metrics['nll_stderr']:.4f}")
+    if "true_nll" in metrics:
+        print(
+            f"true NLL on the same points: {metrics['true_nll']:.4f}   "
+            f"KL(p||q): {metrics['kl']:.4f} ± {metrics['kl_stderr']:.4f}"
+        )
+    print(f"reconstruction ||x - g(f(x))||^2: {metrics['reconstruction']:.3g}")
+    if "nll_without_latent_constant" in metrics:
+        print(
+            f"{split} NLL without the latent normalising constant (flow-matching / FFF paper "
+            f"convention): {metrics['nll_without_latent_constant']:.4f}"
+        )
+    if "c2st" in metrics:
+        per_obs = [v for k, v in metrics.items() if k.startswith("c2st/obs")]
+        print(
+            f"C2ST (mean over {len(per_obs)} observations): {metrics['c2st']:.4f}  "
+            f"[{', '.join(f'{v:.3f}' for v in per_obs)}]"
+        )
+    samples = {k.split("/", 1)[1]: v for k, v in metrics.items() if k.startswith("samples/")}
+    if samples:
+        n = samples.get("n_molecules", "")
+        print(f"{int(n)} sampled molecules:" if n != "" else "sampled molecules:")
+        for key in (
+            "atom_stability",
+            "molecule_stability",
+            "validity",
+            "uniqueness",
+            "valid_unique",
+            "novelty",
+        ):
+            if key in samples:
+                print(f"  {key.replace('_', ' '):<20} {100 * samples[key]:6.2f} %")
+    if "sampling_seconds_per_molecule" in metrics:
+        print(
+            f"sampling time: {1e3 * metrics['sampling_seconds_per_molecule']:.3f} ms per "
+            "molecule (one decoder pass)"
+        )
+    for fig in metrics.get("figures", []):
+        print(f"figure: {fig}")
