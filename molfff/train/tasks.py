@@ -37,6 +37,12 @@ def _sbi(cfg: DataConfig, seed: int) -> DenseTask:
     return sbi_training_task(cfg.task, cfg.budget, seed, cfg.n_test, cfg.c2st_observations)
 
 
+def _miniboone(cfg: DataConfig, seed: int) -> DenseTask:
+    from molfff.dense.tabular import miniboone_task
+
+    return miniboone_task(cfg.root, cfg.n_train, cfg.n_val, cfg.n_test, seed)
+
+
 def _qm9(cfg: DataConfig, seed: int):
     from molfff.train.molecules import MoleculeTraining
 
@@ -47,6 +53,7 @@ TASKS: dict[str, Callable[[DataConfig, int], object]] = {
     "toy2d": _toy2d,
     "boltzmann": _boltzmann,
     "sbi": _sbi,
+    "miniboone": _miniboone,
     "qm9": _qm9,
 }
 
