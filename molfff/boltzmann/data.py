@@ -22,8 +22,6 @@ Reference:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +30,7 @@ from torch import Tensor
 
 from molfff.boltzmann.energies import get_energy
 from molfff.errors import UserError
+from molfff.files import atomic_write
 
 SPLITS = ("train", "val", "test")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -212,20 +211,8 @@ def save_samples(path: str | Path, x: Tensor | np.ndarray) -> Path:
     if path.suffix != ".npy":
         raise ValueError(f"path must end in .npy (np.save would append it), got {path}")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        with atomic_write(path) as fh:
+            np.save(fh, a)
     except OSError as err:
         raise UserError(f"cannot write samples to {path}: {err}") from err
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, a)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        raise UserError(f"cannot write samples to {path}: {err}") from err
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from molfff.cli.common import note, print_metrics
 from molfff.errors import UserError
+from molfff.files import atomic_write
 
 
 def cmd_sample(args) -> int:
@@ -42,33 +43,23 @@ def cmd_sample(args) -> int:
             chunks.append(module.sample(min(args.batch_size, args.n - i), generator=g))
             bar.update(len(chunks[-1]))
     x = torch.cat(chunks).numpy()
+    csv = {
+        "delimiter": ",",
+        "fmt": "%.6g",
+        "comments": "",
+        "header": ",".join(f"x{i}" for i in range(x.shape[1])),
+    }
     if args.out is None:
-        np.savetxt(
-            sys.stdout,
-            x,
-            delimiter=",",
-            fmt="%.6g",
-            header=",".join(f"x{i}" for i in range(x.shape[1])),
-            comments="",
-        )
+        np.savetxt(sys.stdout, x, **csv)
         return 0
     out = Path(args.out)
     if out.suffix not in (".csv", ".npy"):
         raise UserError(f"--out {out}: use a .csv or .npy file name")
-    tmp = out.with_name(f".{out.name}.tmp")
-    if out.suffix == ".npy":
-        with open(tmp, "wb") as fh:
+    with atomic_write(out) as fh:
+        if out.suffix == ".npy":
             np.save(fh, x)
-    else:
-        np.savetxt(
-            tmp,
-            x,
-            delimiter=",",
-            fmt="%.6g",
-            header=",".join(f"x{i}" for i in range(x.shape[1])),
-            comments="",
-        )
-    tmp.replace(out)
+        else:
+            np.savetxt(fh, x, **csv)
     note(f"wrote {len(x)} samples to {out}")
     return 0
 
@@ -99,9 +90,8 @@ def sample_molecules_command(args, module) -> int:
         sys.stdout.write(buffer.getvalue())
         return 0
     out = Path(args.out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(buffer.getvalue())
-    tmp.replace(out)
+    with atomic_write(out, "w", encoding="utf-8") as fh:
+        fh.write(buffer.getvalue())
     note(f"wrote {len(molecules)} molecules to {out}")
     return 0
 

@@ -75,4 +75,3 @@ class CenteredNormal(StandardNormal):
         if isinstance(like, int):
             like = torch.empty(like, self.layout.n_particles * self.layout.spatial_dim)
         return super().sample(like, self.layout if layout is None else layout, generator)
-

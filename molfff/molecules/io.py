@@ -18,9 +18,7 @@ and the 1-based line, and readers return all molecules or nothing.
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -29,6 +27,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from molfff.errors import UserError
+from molfff.files import atomic_write
 from molfff.molecules.metrics import ATOMIC_NUMBERS, ELEMENTS, atom_stability, to_rdkit
 from molfff.molecules.qm9 import MoleculeSet, load_molecule_file
 
@@ -163,18 +162,8 @@ def save_molecules(
         raise UserError(f"{path} exists; choose another name or remove it first")
     if path.is_dir():
         raise UserError(f"{path} is a folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            (write_xyz if suffix in XYZ_SUFFIXES else write_sdf)(molecules, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "w", encoding="utf-8", newline="\n") as fh:
+        (write_xyz if suffix in XYZ_SUFFIXES else write_sdf)(molecules, fh)
     return path
 
 

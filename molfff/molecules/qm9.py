@@ -14,8 +14,6 @@ from __future__ import annotations
 import ast
 import csv
 import importlib.util
-import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import torch
 from torch import Tensor
 
 from molfff.errors import UserError
+from molfff.files import atomic_write
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
@@ -153,18 +152,8 @@ def cache_dir() -> Path:
 
 def save_npz_atomic(path: Path, **arrays: np.ndarray) -> None:
     """Write an ``.npz`` through a temporary file in the same folder and rename it in place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as fh:
+        np.savez(fh, **arrays)
 
 
 def load_qm9(split: str | None = None, cache: Path | None = None) -> MoleculeSet:

@@ -356,7 +356,7 @@ def load_model(path: Path | None, root: Path = Path("runs")):
     except (KeyError, TypeError, RuntimeError, ValueError, UserError) as err:
         raise UserError(
             f"checkpoint {ckpt_path} does not match this molfff version "
-            f"({str(err).splitlines()[0][:200]})"
+            f"({' '.join(str(err).split())[:240]})"
         ) from None
     return config, module.eval(), ckpt_path
 
