@@ -79,6 +79,12 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--plot", default=None, help="PNG path (default: RUN/reweight.png)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true", help="machine-readable output")
+    r.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="samples per batch (lower it for LJ55: exact densities are memory-hungry)",
+    )
     r.set_defaults(func=cmd_reweight)
 
     dg = sub.add_parser("data", help="data sets: generate Boltzmann samples by MCMC")

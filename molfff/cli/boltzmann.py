@@ -29,7 +29,11 @@ def cmd_reweight(args) -> int:
     reference = load_split(config.data.system, "test", config.data.root)
     torch.manual_seed(args.seed)
     note(f"reweighting {args.n} samples of {ckpt} to exp(-u) of {energy.name}")
-    x, u, log_w = sample_and_weigh(module.sample, module.log_prob, energy, args.n, progress=True)
+    if args.batch_size <= 0:
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    x, u, log_w = sample_and_weigh(
+        module.sample, module.log_prob, energy, args.n, batch_size=args.batch_size, progress=True
+    )
     report = reweight(
         x,
         u,

@@ -87,8 +87,8 @@ class MoleculeFlow(nn.Module):
         self.register_buffer("log_p_n", p.log().float())
         self.latent = StandardNormal()
 
-    def _graph(self, batch: Tensor, num_graphs: int) -> GraphLayout:
-        for net in (self.encoder, self.decoder):
+    def _graph(self, batch: Tensor, num_graphs: int, nets=None) -> GraphLayout:
+        for net in (self.encoder, self.decoder) if nets is None else nets:
             net.set_batch(batch, num_graphs)
         return GraphLayout(batch, num_graphs, pos_dim=3)
 
@@ -169,14 +169,14 @@ class MoleculeFlow(nn.Module):
     ) -> MoleculeBatch:
         """Sizes ``n ~ p(n)``, ``z ~ p_Z`` on the zero-CoM subspace, ``[pos, v] = g(z)``,
         types ``argmax``, charges ``floor``: one decoder evaluation."""
-        param = self.log_p_n
+        device = self.log_p_n.device  # a generator must live on this device too
         if sizes is None:
             sizes = torch.multinomial(
-                self.log_p_n.exp().cpu(), num_molecules, replacement=True, generator=generator
+                self.log_p_n.exp(), num_molecules, replacement=True, generator=generator
             )
-        sizes = sizes.to(param.device)
-        batch = torch.repeat_interleave(torch.arange(num_molecules, device=param.device), sizes)
-        layout = self._graph(batch, num_molecules)
+        sizes = sizes.to(device)
+        batch = torch.repeat_interleave(torch.arange(num_molecules, device=device), sizes)
+        layout = self._graph(batch, num_molecules, nets=(self.decoder,))
         weight = next(self.decoder.parameters())
         like = torch.empty(
             len(batch), 3 + self.num_types + 1, dtype=weight.dtype, device=weight.device

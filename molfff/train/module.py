@@ -149,7 +149,8 @@ class FFFModule(L.LightningModule):
     def evaluate(self, batch) -> dict[str, Tensor]:
         """Exact NLL (original units) and reconstruction error per sample, ``(B,)`` each."""
         x, c = self._unpack(batch)
-        nll = -self.flow.log_prob(x, c) + self.log_scale
+        nll = -self.flow.log_prob(x, c, chunk_size=self.config.trainer.jacobian_chunk)
+        nll = nll + self.log_scale
         with torch.no_grad():
             recon = ((self.flow.decode(self.flow.encode(x, c), c) - x) ** 2).sum(1)
         return {"nll": nll, "reconstruction": recon}
@@ -186,7 +187,9 @@ class FFFModule(L.LightningModule):
     def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """Exact log-density in original units, ``(B,)``."""
         c = self._standardize_c(c)
-        return self.flow.log_prob((x - self.shift) / self.scale, c) - self.log_scale
+        x = (x - self.shift) / self.scale
+        chunk = self.config.trainer.jacobian_chunk  # bounds memory for large particle systems
+        return self.flow.log_prob(x, c, chunk_size=chunk) - self.log_scale
 
     def configure_optimizers(self):
         return configure_adam(self, self.config.optim)

@@ -199,7 +199,7 @@ def sample_molecules(
     """``n`` sampled molecules as ``(pos (n_i, 3), z (n_i,))`` and the seconds it took."""
     from molfff.molecules.qm9 import ATOM_TYPES
 
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator(device=flow.log_p_n.device).manual_seed(seed)
     out = []
     start = time.perf_counter()
     for i in range(0, n, batch_size):
