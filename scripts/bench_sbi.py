@@ -14,7 +14,7 @@ the data ``molfff train sbi/<task> data.budget=<budget> seed=<seed>`` would draw
   early stopping (``validation_fraction = n_val / budget``), so both methods see exactly the same
   ``budget`` pairs and hold out the same number of them, but not the same ones. As sbibm does,
   the prior is passed to NPE, whose posterior rejects samples outside the prior's support; the
-  FFF posterior is used as it comes. sbibm's own NPE runs used a training batch of
+  FFF posterior is used as it comes. sbibm's ``snpe.run`` defaults to a training batch of
   ``min(10000, budget)``; this script keeps sbi's default (200) unless ``--npe-batch-size``.
 
 Each trained posterior draws 10,000 samples for each of observations ``1..--observations`` and is
@@ -27,8 +27,9 @@ scores): the C2ST classifier dominates the wall time, minutes per score in 10 di
 end, validation included; NPE: ``.train()``), not simulation, evaluation or C2ST.
 
 Writes ``<out-dir>/results.csv`` (one row per task, budget, method and observation, written as
-results come in), ``<out-dir>/c2st.png`` (mean C2ST over observations, one panel per task) and
-the FFF run folders under ``<out-dir>/runs/``; prints a summary table.
+results come in; ``--resume`` keeps the finished runs of an interrupted one),
+``<out-dir>/c2st.png`` (mean C2ST over observations, one panel per task) and the FFF run folders
+under ``<out-dir>/runs/``; prints a summary table.
 
     python scripts/bench_sbi.py --tasks two_moons gaussian_linear --budgets 1000 10000 \\
         --observations 3 --max-epochs 20 --out-dir bench_sbi
@@ -327,6 +328,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--out-dir", type=Path, default=Path("bench_sbi"))
     p.add_argument("--force", action="store_true", help="replace an existing results.csv")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the finished (task, budget, method) runs of results.csv, run the rest",
+    )
     args = p.parse_args(argv)
     unknown = [t for t in args.tasks if t not in TASK_NAMES]
     if unknown:
@@ -350,24 +356,65 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def previous_rows(csv_path: Path, planned: set[tuple], observations: int) -> list[dict]:
+    """Rows of an earlier run to keep on ``--resume``: every row outside this run's plan, and
+    the planned (task, budget, method) groups that already hold observations 1..N."""
+    try:
+        with csv_path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            if tuple(reader.fieldnames or ()) != FIELDS:
+                raise UserError(f"{csv_path}: not a results file of this script (columns differ)")
+            rows = list(reader)
+    except OSError as err:
+        raise UserError(f"{csv_path}: cannot read ({err.strerror})") from None
+    seen = defaultdict(set)
+    for r in rows:
+        seen[(r["task"], int(r["budget"]), r["method"])].add(int(r["observation"]))
+    wanted = set(range(1, observations + 1))
+
+    def keep(r: dict) -> bool:
+        key = (r["task"], int(r["budget"]), r["method"])
+        return key not in planned or wanted <= seen[key]
+
+    return [r for r in rows if keep(r)]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     csv_path = args.out_dir / "results.csv"
-    if csv_path.exists() and not args.force:
-        print(f"error: {csv_path} exists; use another --out-dir or --force", file=sys.stderr)
+    if csv_path.exists() and not (args.force or args.resume):
+        print(
+            f"error: {csv_path} exists; use another --out-dir, --resume or --force",
+            file=sys.stderr,
+        )
         return 2
     npe_cls = import_npe() if "npe" in args.methods else None
     methods = [m for m in args.methods if m == "fff" or npe_cls is not None]
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    planned = {(t, b, m) for t in args.tasks for b in args.budgets for m in methods}
     rows: list[dict] = []
-    with csv_path.open("w", newline="") as f:
+    if args.resume and csv_path.exists():
+        rows = previous_rows(csv_path, planned, args.observations)
+    done = {(r["task"], int(r["budget"]), r["method"]) for r in rows}
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = csv_path.with_suffix(".csv.tmp")
+    with tmp.open("w", newline="") as f:
+        csv.DictWriter(f, fieldnames=FIELDS).writeheader()
+        csv.DictWriter(f, fieldnames=FIELDS).writerows(rows)
+    tmp.replace(csv_path)  # an interrupted start leaves the old file whole
+    if done & planned:
+        print(
+            f"resuming: {len(done & planned)} finished runs kept from {csv_path}", file=sys.stderr
+        )
+    with csv_path.open("a", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
-        writer.writeheader()
         for task in args.tasks:
             for budget in args.budgets:
+                todo = [m for m in methods if (task, budget, m) not in done]
+                if not todo:
+                    continue
                 print(f"{task} budget {budget}: simulating", file=sys.stderr)
                 splits = simulate_splits(task, budget, args.seed, n_test=args.n_test)
-                for method in methods:
+                for method in todo:
                     print(f"{task} budget {budget}: {method}", file=sys.stderr)
                     if method == "fff":
                         scores, seconds, epochs = run_fff(task, budget, splits, args)
