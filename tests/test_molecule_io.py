@@ -3,7 +3,6 @@
 import importlib.util
 import io
 import json
-import math
 
 import numpy as np
 import pytest
@@ -21,28 +20,7 @@ from molfff.molecules.io import (
 )
 from molfff.molecules.metrics import bond_orders, evaluate, is_stable
 from molfff.molecules.report import format_metrics, metrics_for_file, run_metrics
-
-
-def methane(r=1.09):
-    tet = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]]) / math.sqrt(3)
-    return np.vstack([[0, 0, 0], r * tet]), np.array([6, 1, 1, 1, 1])
-
-
-def ethylene():
-    c, h, a = 1.33 / 2, 1.087, math.radians(121.3)
-    hx, hy = c - h * math.cos(a), h * math.sin(a)
-    pos = [[-c, 0, 0], [c, 0, 0], [hx, hy, 0], [hx, -hy, 0], [-hx, hy, 0], [-hx, -hy, 0]]
-    return np.array(pos), np.array([6, 6, 1, 1, 1, 1])
-
-
-def hcn():
-    return np.array([[0, 0, -1.065], [0, 0, 0], [0, 0, 1.156]]), np.array([1, 6, 7])
-
-
-def pentavalent_carbon():
-    eq = [[math.cos(t), math.sin(t), 0] for t in (0, 2 * math.pi / 3, 4 * math.pi / 3)]
-    pos = np.vstack([[0, 0, 0], 1.09 * np.array(eq + [[0, 0, 1], [0, 0, -1]])])
-    return pos, np.array([6, 1, 1, 1, 1, 1])
+from tests.molecules import ethylene, hcn, methane, pentavalent_carbon
 
 
 def random_molecules(rng, m=20):
