@@ -250,7 +250,7 @@ def main() -> None:
     print(
         f"\nfull/decoder: the whole sampling call over one bare decoder pass on the same z "
         f"(1 = the floor). graph share: fraction of the full call spent building the fully "
-        f"connected graphs (MoleculeFlow.sample builds them for encoder and decoder). "
+        f"connected graphs (MoleculeFlow.sample builds the decoder's). "
         f"{args.diffusion_steps}x decoder / full: extrapolated cost of a "
         f"{args.diffusion_steps}-step diffusion sampler with this EGNN over the FFF sample."
     )
