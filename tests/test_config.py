@@ -17,6 +17,9 @@ def test_overrides_are_typed():
     assert cfg.loss.beta == 20.0 and isinstance(cfg.loss.beta, float)
     assert cfg.optim.grad_clip is None
     assert cfg.trainer.devices == 2
+    cfg = build_config({}, ["trainer.val_check_interval=150", "trainer.max_time=00:01:30:00"])
+    assert cfg.trainer.val_check_interval == 150 and isinstance(cfg.trainer.val_check_interval, int)
+    assert build_config({}, ["trainer.val_check_interval=0.25"]).trainer.val_check_interval == 0.25
 
 
 @pytest.mark.parametrize(
@@ -30,6 +33,8 @@ def test_overrides_are_typed():
         (["loss.beta=-1"], "loss.beta must be non-negative"),
         (["data.batch_size=0"], "data.batch_size must be positive"),
         (["logger.wandb=maybe"], "logger.wandb"),
+        (["trainer.val_check_interval=0"], "val_check_interval must be positive"),
+        (["trainer.max_time=90min"], "max_time: '90min' is not DD:HH:MM:SS"),
         (["loss"], "must look like key=value"),
         (["loss=3"], "section loss must be a mapping"),
     ],

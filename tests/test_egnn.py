@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from molfff.fff import GraphLayout, StandardNormal, fff_loss, helmert_basis, log_abs_det_jacobian
-from molfff.nn.egnn import EGNN, EGNNFlowNet, fully_connected_edges, graph_mean
+from molfff.nn.egnn import EGNN, EGNNFlowNet, _mlp, edge_mlp, fully_connected_edges, graph_mean
 from molfff.testing import (
     check_equivariance,
     check_invariance,
@@ -57,6 +57,24 @@ def test_fully_connected_edges_pairs_nodes_of_one_graph_without_self_loops():
     assert len(pairs) == src.numel() and (3, 0) in pairs and (0, 3) in pairs
     with pytest.raises(ValueError, match="batch"):
         fully_connected_edges(torch.zeros(2, 2, dtype=torch.long))
+
+
+def test_factorised_edge_mlp_equals_the_concatenated_form():
+    torch.manual_seed(0)
+    mlp = _mlp([2 * 8 + 2, 6, 5], "silu", True).double()
+    h = torch.randn(7, 8, dtype=torch.float64, requires_grad=True)
+    edge_index = fully_connected_edges(torch.tensor([0, 0, 0, 1, 1, 1, 1]))
+    source, target = edge_index
+    attr = torch.randn(edge_index.shape[1], 2, dtype=torch.float64)
+    reference = mlp(torch.cat([h[target], h[source], attr], dim=-1))  # (h_i, h_j, a_ij)
+    fast = edge_mlp(mlp, h, edge_index, attr)
+    torch.testing.assert_close(fast, reference, rtol=1e-12, atol=1e-12)
+    # swapping the roles of source and target must change the result (the test can fail)
+    swapped = edge_mlp(mlp, h, edge_index.flip(0), attr)
+    assert (swapped - reference).abs().max() > 1e-3
+    (g_fast,) = torch.autograd.grad(fast.sum(), h)
+    (g_ref,) = torch.autograd.grad(reference.sum(), h)
+    torch.testing.assert_close(g_fast, g_ref, rtol=1e-12, atol=1e-12)
 
 
 def test_harness_group_elements():

@@ -27,7 +27,7 @@ def test_toy2d_reaches_true_entropy(tmp_path):
     assert m["reconstruction"] < 0.05
     saved = json.loads((result.run_dir / "metrics.json").read_text())
     assert saved["nll"] == m["nll"]
-    assert [p.split("/")[-1] for p in m["figures"]] == ["samples.png", "density.png"]
+    assert [p.split("/")[-1] for p in m["figures"]] == ["samples.png", "density.png", "curves.png"]
     assert (result.run_dir / "samples.png").stat().st_size > 10_000
 
 

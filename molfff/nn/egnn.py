@@ -87,6 +87,35 @@ def _mlp(sizes: list[int], activation: str, last_activation: bool) -> nn.Sequent
     return nn.Sequential(*layers)
 
 
+def edge_mlp(mlp: nn.Sequential, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
+    """``mlp(cat[h_i, h_j, a_ij])`` for every edge, its first layer factorised over nodes.
+
+    With the first layer's weight split as ``W = [W_i, W_j, W_a]``,
+    ``W [h_i, h_j, a_ij] + b = (h W_i^T)_i + (h W_j^T)_j + a_ij W_a^T + b``: the two ``(N, H)``
+    node projections are computed once and gathered per edge, so the first layer costs
+    ``O(N H^2 + E H)`` instead of ``O(E H^2)`` (E ≈ N n on fully connected graphs). Same parameters
+    and the same function as the concatenated form, up to floating-point rounding.
+
+    Args:
+        mlp: ``nn.Sequential`` whose first module is ``nn.Linear(2 H + A, ·)``.
+        h: ``(N, H)`` node features.
+        edge_index: ``(2, E)`` rows source j, target i.
+        edge_attr: ``(E, A)``.
+
+    Returns:
+        ``(E, out)``, the MLP's output per edge.
+    """
+    first = mlp[0]
+    hidden = h.shape[1]
+    source, target = edge_index
+    w = first.weight  # (H1, 2H + A)
+    out_dim = w.shape[0]
+    proj = h @ torch.cat([w[:, :hidden], w[:, hidden : 2 * hidden]]).T  # (N, 2 H1)
+    pre = torch.addmm(first.bias, edge_attr, w[:, 2 * hidden :].T)  # (E, H1)
+    pre = pre + proj[target, :out_dim] + proj[source, out_dim:]
+    return mlp[1:](pre)
+
+
 class GCL(MessagePassing):
     """Invariant sub-layer: gated edge messages, normalized sum, residual node MLP.
 
@@ -110,12 +139,14 @@ class GCL(MessagePassing):
 
     def forward(self, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
         """``(N, H), (2, E), (E, A) -> (N, H)``."""
-        agg = self.propagate(edge_index, h=h, edge_attr=edge_attr) / self.normalization_factor
+        m = edge_mlp(self.edge_mlp, h, edge_index, edge_attr)  # (E, H)
+        if self.att is not None:
+            m = m * torch.sigmoid(self.att(m))
+        agg = self.propagate(edge_index, m=m) / self.normalization_factor
         return h + self.node_mlp(torch.cat([h, agg], dim=-1))
 
-    def message(self, h_i: Tensor, h_j: Tensor, edge_attr: Tensor) -> Tensor:
-        m = self.edge_mlp(torch.cat([h_i, h_j, edge_attr], dim=-1))  # (E, H)
-        return m if self.att is None else m * torch.sigmoid(self.att(m))
+    def message(self, m: Tensor) -> Tensor:
+        return m
 
 
 class CoordinateUpdate(MessagePassing):
@@ -146,14 +177,14 @@ class CoordinateUpdate(MessagePassing):
         self, pos: Tensor, h: Tensor, edge_index: Tensor, edge_attr: Tensor, unit_diff: Tensor
     ) -> Tensor:
         """``(N, d), (N, H), (2, E), (E, A), (E, d) -> (N, d)``."""
-        shift = self.propagate(edge_index, h=h, edge_attr=edge_attr, unit_diff=unit_diff)
-        return pos + shift / self.normalization_factor
-
-    def message(self, h_i: Tensor, h_j: Tensor, edge_attr: Tensor, unit_diff: Tensor) -> Tensor:
-        w = self.coord_mlp(torch.cat([h_i, h_j, edge_attr], dim=-1))  # (E, 1)
+        w = self.coord_mlp[1](edge_mlp(self.coord_mlp[0], h, edge_index, edge_attr))  # (E, 1)
         if self.coords_range is not None:
             w = self.coords_range * torch.tanh(w)
-        return unit_diff * w  # (E, d)
+        shift = self.propagate(edge_index, m=unit_diff * w)  # (N, d)
+        return pos + shift / self.normalization_factor
+
+    def message(self, m: Tensor) -> Tensor:
+        return m
 
 
 class EquivariantBlock(nn.Module):

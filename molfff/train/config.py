@@ -102,6 +102,10 @@ class TrainerConfig:
     eval_batch_size: int = 2048
     limit_val_batches: int | float = 1.0
     jacobian_chunk: int = 32
+    # validate every N training steps (int) or fraction of an epoch (float); null: once per epoch
+    val_check_interval: int | float | None = None
+    # wall-clock budget "DD:HH:MM:SS"; training stops cleanly (checkpoints written) when it is spent
+    max_time: str | None = None
 
 
 @dataclass
@@ -351,10 +355,23 @@ def validate(config: Config) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise UserError(f"config key {key} must be non-negative, got {value}")
+    interval = config.trainer.val_check_interval
+    if interval is not None and interval <= 0:
+        raise UserError(f"config key trainer.val_check_interval must be positive, got {interval}")
+    if config.trainer.max_time is not None and not _is_duration(config.trainer.max_time):
+        raise UserError(
+            f"config key trainer.max_time: {config.trainer.max_time!r} is not DD:HH:MM:SS"
+        )
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise UserError(
             f"config key optim.grad_clip must be positive or null, got {config.optim.grad_clip}"
         )
+
+
+def _is_duration(value) -> bool:
+    """Whether ``value`` is Lightning's ``DD:HH:MM:SS`` duration."""
+    parts = str(value).split(":")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)
 
 
 def deep_merge(base: dict, update: dict) -> dict:

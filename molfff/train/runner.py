@@ -24,6 +24,7 @@ from molfff.dense.splits import DenseTask
 from molfff.errors import UserError
 from molfff.train.checkpoint import AtomicCheckpointIO, read_checkpoint
 from molfff.train.config import Config, from_dict, read_yaml, save_config, validate
+from molfff.train.curves import plot_curves
 from molfff.train.data import ArrayDataModule
 from molfff.train.module import FFFModule
 from molfff.train.tasks import build_task
@@ -177,6 +178,8 @@ def make_trainer(
         inference_mode=False,
         num_sanity_val_steps=0,
         limit_val_batches=t.limit_val_batches,
+        val_check_interval=t.val_check_interval,
+        max_time=t.max_time,
         enable_model_summary=False,
     )
 
@@ -295,7 +298,9 @@ def train(
             "parameters": sum(p.numel() for p in module.flow.parameters()),
         }
     )
-    metrics["figures"] = [str(p) for p in task.plot(module, run_dir)]
+    figures = task.plot(module, run_dir)
+    curves = plot_curves(run_dir)
+    metrics["figures"] = [str(p) for p in [*figures, *([curves] if curves else [])]]
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     return TrainResult(run_dir, metrics)
 
