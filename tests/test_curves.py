@@ -17,7 +17,9 @@ def test_versions_of_a_resumed_run_are_merged_by_step(tmp_path):
     )
     # the restart re-logs step 19 and continues; version_10 sorts after version_2 numerically
     _write(tmp_path / "logs/version_2/metrics.csv", "epoch,step,train/loss\n0,19,4.5\n0,29,3.0\n")
-    _write(tmp_path / "logs/version_10/metrics.csv", "epoch,step,train/loss,val/nll\n1,39,2.0,nan\n")
+    _write(
+        tmp_path / "logs/version_10/metrics.csv", "epoch,step,train/loss,val/nll\n1,39,2.0,nan\n"
+    )
     curves = read_curves(tmp_path)
     assert curves["train/loss"] == [(9, 5.0), (19, 4.5), (29, 3.0), (39, 2.0)]
     assert curves["val/nll"] == [(19, 3.5)]  # the NaN is dropped
