@@ -45,3 +45,35 @@ def test_linear_fff_reaches_true_entropy():
     assert abs(true_nll - entropy) < 0.03
     assert abs(nll - true_nll) < 0.05, (nll, true_nll, entropy)
     assert abs(nll - entropy) < 0.05
+
+
+@pytest.mark.usefixtures("float64")
+def test_sample_log_prob_is_the_decoder_pushforward_density():
+    """log q of a sample is log N(z) - log|det A| at the z it came from, even if f ≠ g^-1."""
+    torch.manual_seed(1)
+    dim = 3
+    encoder, decoder = Linear(dim), Linear(dim)
+    a = torch.tensor([[2.0, 0.0, 0.0], [0.5, 0.7, 0.0], [-0.3, 0.2, 1.5]])
+    with torch.no_grad():
+        decoder.lin.weight.copy_(a)
+        decoder.lin.bias.copy_(torch.tensor([1.0, -1.0, 0.5]))
+        encoder.lin.weight.copy_(torch.linalg.inv(a))  # the exact inverse, bias below
+        encoder.lin.bias.copy_(-torch.linalg.inv(a) @ torch.tensor([1.0, -1.0, 0.5]))
+    flow = FreeFormFlow(encoder, decoder, event_shape=(dim,))
+    g = torch.Generator().manual_seed(0)
+    x, log_q = flow.sample_with_log_prob(500, generator=g)
+    z = torch.linalg.solve(a, (x - decoder.lin.bias).T).T
+    closed = (
+        -0.5 * (z**2).sum(1) - 0.5 * dim * math.log(2 * math.pi) - torch.logdet(a).abs().item()
+    )
+    torch.testing.assert_close(log_q, closed, rtol=1e-10, atol=1e-10)
+    # the same draws as `sample`, and with an exact inverse encoder the same density as log_prob
+    x2 = flow.sample(500, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x, x2, rtol=0, atol=0)
+    torch.testing.assert_close(flow.log_prob(x), log_q, rtol=1e-10, atol=1e-10)
+    # an encoder that does not invert the decoder changes log_prob(x) but not the sampler's q
+    with torch.no_grad():
+        encoder.lin.weight.mul_(1.1)
+    x3, log_q3 = flow.sample_with_log_prob(500, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(log_q3, closed, rtol=1e-10, atol=1e-10)
+    assert (flow.log_prob(x3) - closed).abs().max() > 1e-2

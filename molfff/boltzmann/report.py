@@ -41,14 +41,22 @@ class ReweightReport:
 
 @torch.no_grad()
 def sample_and_weigh(
-    sample: Callable[[int], Tensor],
-    log_prob: Callable[[Tensor], Tensor],
+    sample_with_log_prob: Callable[[int], tuple[Tensor, Tensor]],
     energy,
     n: int,
     batch_size: int = 1000,
     progress: bool = False,
 ) -> tuple:
-    """Draw n samples in batches; return ``x (n, n·d)``, ``u (n,)``, ``log w (n,)``."""
+    """Draw n samples in batches; return ``x (n, n·d)``, ``u (n,)``, ``log w (n,)``.
+
+    Args:
+        sample_with_log_prob: ``k -> (x (k, n·d), log q(x) (k,))``, the generator's samples with
+            their exact density (e.g. ``FFFModule.sample_with_log_prob``).
+        energy: reduced energy ``u`` on ``(B, n·d)``.
+        n: number of samples.
+        batch_size: samples per call.
+        progress: show a progress bar on stderr.
+    """
     from tqdm import tqdm
 
     xs, us, lqs = [], [], []
@@ -60,9 +68,9 @@ def sample_and_weigh(
         file=__import__("sys").stderr,
     ) as bar:
         for i in range(0, n, batch_size):
-            x = sample(min(batch_size, n - i))
+            x, log_q = sample_with_log_prob(min(batch_size, n - i))
             xs.append(x)
-            lqs.append(log_prob(x))
+            lqs.append(log_q)
             us.append(energy(x.double()))
             bar.update(len(x))
     x, u, log_q = torch.cat(xs), torch.cat(us), torch.cat(lqs)

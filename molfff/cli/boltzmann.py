@@ -32,7 +32,7 @@ def cmd_reweight(args) -> int:
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     x, u, log_w = sample_and_weigh(
-        module.sample, module.log_prob, energy, args.n, batch_size=args.batch_size, progress=True
+        module.sample_with_log_prob, energy, args.n, batch_size=args.batch_size, progress=True
     )
     report = reweight(
         x,

@@ -90,6 +90,42 @@ class FreeFormFlow(nn.Module):
             return self.latent.log_prob(z, layout) - log_det
 
     @torch.no_grad()
+    def sample_with_log_prob(
+        self,
+        n: int | None = None,
+        c: Tensor | None = None,
+        *,
+        like: Tensor | None = None,
+        layout: Layout | None = None,
+        generator: torch.Generator | None = None,
+        chunk_size: int | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """Samples ``x = g(z)`` with their exact log-density ``log p_Z(z) - log|det J_g(z)|``.
+
+        The density of what the sampler produces, evaluated at the latent each sample came from
+        (change of variables through the decoder); unlike :meth:`log_prob` it does not re-encode
+        ``x``, so it stays exact where ``f(g(z)) ≠ z``. This is the ``q(x)`` of importance
+        weights ``w = exp(-u(x)) / q(x)`` (Noé et al. 2019, Boltzmann generators).
+
+        Args: as :meth:`sample`, plus ``chunk_size`` of the Jacobian's columns.
+
+        Returns:
+            ``x`` shaped like z, and ``log q(x)`` ``(B,)``.
+        """
+        layout = self.layout if layout is None else layout
+        if like is None:
+            if n is None or self.event_shape is None:
+                raise ValueError("sample needs n with a known event_shape, or a template `like`")
+            p = next(self.parameters())
+            like = torch.empty(n, *self.event_shape, dtype=p.dtype, device=p.device)
+        z = self.latent.sample(like, layout, generator)
+        x = self.decode(z, c)
+        log_det = log_abs_det_jacobian(
+            lambda t: self.decode(t, c), z, layout, chunk_size=chunk_size
+        )
+        return x, self.latent.log_prob(z, layout) - log_det
+
+    @torch.no_grad()
     def sample(
         self,
         n: int | None = None,

@@ -184,6 +184,22 @@ class FFFModule(L.LightningModule):
             c = c.expand(n, -1)
         return self.flow.sample(n, c, generator=generator) * self.scale + self.shift
 
+    @torch.no_grad()
+    def sample_with_log_prob(
+        self, n: int, c: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """``n`` samples in original units and their exact log-density there, ``(n, D), (n,)``.
+
+        See :meth:`molfff.fff.FreeFormFlow.sample_with_log_prob`: the density is taken at the
+        latent each sample was decoded from.
+        """
+        c = self._standardize_c(c)
+        if c is not None and c.shape[0] == 1 and n > 1:
+            c = c.expand(n, -1)
+        chunk = self.config.trainer.jacobian_chunk
+        x, log_q = self.flow.sample_with_log_prob(n, c, generator=generator, chunk_size=chunk)
+        return x * self.scale + self.shift, log_q - self.log_scale
+
     def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """Exact log-density in original units, ``(B,)``."""
         c = self._standardize_c(c)
