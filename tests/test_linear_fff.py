@@ -63,9 +63,7 @@ def test_sample_log_prob_is_the_decoder_pushforward_density():
     g = torch.Generator().manual_seed(0)
     x, log_q = flow.sample_with_log_prob(500, generator=g)
     z = torch.linalg.solve(a, (x - decoder.lin.bias).T).T
-    closed = (
-        -0.5 * (z**2).sum(1) - 0.5 * dim * math.log(2 * math.pi) - torch.logdet(a).abs().item()
-    )
+    closed = -0.5 * (z**2).sum(1) - 0.5 * dim * math.log(2 * math.pi) - torch.logdet(a).abs().item()
     torch.testing.assert_close(log_q, closed, rtol=1e-10, atol=1e-10)
     # the same draws as `sample`, and with an exact inverse encoder the same density as log_prob
     x2 = flow.sample(500, generator=torch.Generator().manual_seed(0))
