@@ -263,6 +263,12 @@ def test_short_run_warns(one_thread):
         generate("DW4", 2000, burn_in=200, rhat_threshold=1.001, **kw)
 
 
+def test_one_draw_per_chain_is_reported_as_unchecked(one_thread):
+    with pytest.warns(ConvergenceWarning, match="convergence not checked.*single draw"):
+        _, diag = generate("DW4", 50, n_chains=50, burn_in=10, thin=1, temperatures=(1.0,))
+    assert diag["converged"] is None and diag["draws_per_chain"] == 1
+
+
 @pytest.fixture(scope="module")
 def dw4_mcmc():
     old = torch.get_num_threads()

@@ -403,9 +403,9 @@ def generate(
         after burn-in at T = 1), ``acceptance_min``, ``step_size_median``/``_min``/``_max``
         (T = 1), ``swap_acceptance`` (one rate per neighbouring pair of temperatures),
         ``energy_mean``, ``energy_std``, ``converged`` (``|drift_z| < z_threshold``, mean
-        acceptance in [0.2, 0.95], and R-hat below ``rhat_threshold`` if given) and
-        ``seconds``. A :class:`ConvergenceWarning` is issued
-        when ``converged`` is false.
+        acceptance in [0.2, 0.95], and R-hat below ``rhat_threshold`` if given; None when
+        each chain gave a single draw, so nothing can be checked) and ``seconds``. A
+        :class:`ConvergenceWarning` is issued when ``converged`` is not true.
 
     Raises:
         UnknownEnergyError: (a ``UserError``) for an unknown system.
@@ -468,6 +468,17 @@ def generate(
         "seconds": time.perf_counter() - start,
     }
     problems = []
+    if n_draws < 2:
+        # one draw per chain: no halves to compare, so the chains' convergence cannot be judged
+        diagnostics["converged"] = None
+        warnings.warn(
+            f"MALA on {energy.name}: convergence not checked, each of the {n_chains} chains "
+            "gave a single draw (the drift and R-hat checks need several per chain); "
+            "use fewer --chains for the same --n",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+        return x, diagnostics
     if not abs(drift) < z_threshold:
         problems.append(f"energy drift between the halves of the draws, z = {drift:.2f}")
     if not 0.2 <= diagnostics["acceptance"] <= 0.95:
