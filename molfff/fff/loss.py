@@ -160,6 +160,7 @@ def fff_loss(
         u = torch.zeros_like(x_hat, requires_grad=True)
         (ut_j,) = torch.autograd.grad(x_hat, z, u, create_graph=True)  # u^T J_g, linear in u
         jvs = [torch.autograd.grad(ut_j, u, v, retain_graph=True)[0] for v in vs]
+        del u, ut_j  # frees the double-backward graph before the encoder's VJPs are built
     for v, jv in zip(vs, jvs, strict=True):
         (vjp,) = torch.autograd.grad(z, x, v, create_graph=True)  # v^T J_f(x)
         trace = trace + layout.dot(vjp, jv) / len(vs)
