@@ -25,7 +25,9 @@ def run_cli(args, cwd, timeout=600):
 def trained(tmp_path_factory):
     """One short CLI training run, shared by the tests below."""
     cwd = tmp_path_factory.mktemp("cli")
-    proc = run_cli(["train", "toy2d", "--fast", *QUIET], cwd)
+    # the progress bar stays on: it must go to stderr, leaving stdout to the results
+    quiet = [a for a in QUIET if a != "trainer.progress_bar=false"]
+    proc = run_cli(["train", "toy2d", "--fast", *quiet], cwd)
     assert proc.returncode == 0, proc.stderr
     return cwd, proc
 
@@ -35,6 +37,7 @@ def test_train_prints_metrics_and_run_folder(trained):
     assert "test NLL (exact, nats)" in proc.stdout
     assert "KL(p||q)" in proc.stdout
     assert "run folder: runs/toy2d/" in proc.stderr
+    assert "Epoch 0" in proc.stderr and "Epoch" not in proc.stdout
     runs = list((cwd / "runs" / "toy2d").iterdir())
     assert len(runs) == 1
     for name in (

@@ -7,9 +7,11 @@ A run folder ``runs/<name>/<timestamp>/`` holds ``config.yaml``, ``checkpoints/{
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -283,7 +285,9 @@ def train(
     )
     if trainer.is_global_zero:
         save_config(config, run_dir / "config.yaml")
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+    # Lightning's progress bars write to stdout; keep stdout for results (e.g. --json)
+    with contextlib.redirect_stdout(sys.stderr):
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     if not trainer.is_global_zero:
         return TrainResult(run_dir, {})
     best = run_dir / "checkpoints" / "best.ckpt"
