@@ -113,12 +113,7 @@ class FreeFormFlow(nn.Module):
             ``x`` shaped like z, and ``log q(x)`` ``(B,)``.
         """
         layout = self.layout if layout is None else layout
-        if like is None:
-            if n is None or self.event_shape is None:
-                raise ValueError("sample needs n with a known event_shape, or a template `like`")
-            p = next(self.parameters())
-            like = torch.empty(n, *self.event_shape, dtype=p.dtype, device=p.device)
-        z = self.latent.sample(like, layout, generator)
+        z = self._draw_latent(n, like, layout, generator)
         x = self.decode(z, c)
         log_det = log_abs_det_jacobian(
             lambda t: self.decode(t, c), z, layout, chunk_size=chunk_size
@@ -143,10 +138,20 @@ class FreeFormFlow(nn.Module):
             like: template tensor providing shape, dtype and device of z.
             layout: batch structure of ``like`` (defaults to the flow's).
         """
+        layout = self.layout if layout is None else layout
+        return self.decode(self._draw_latent(n, like, layout, generator), c)
+
+    def _draw_latent(
+        self,
+        n: int | None,
+        like: Tensor | None,
+        layout: Layout,
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """``z ~ p_Z`` shaped like ``like``, or ``(n, *event_shape)`` in the parameters' dtype."""
         if like is None:
             if n is None or self.event_shape is None:
                 raise ValueError("sample needs n with a known event_shape, or a template `like`")
             p = next(self.parameters())
             like = torch.empty(n, *self.event_shape, dtype=p.dtype, device=p.device)
-        z = self.latent.sample(like, self.layout if layout is None else layout, generator)
-        return self.decode(z, c)
+        return self.latent.sample(like, layout, generator)
