@@ -7,6 +7,15 @@ et al., AISTATS 2021): both samples are z-scored with the mean and standard devi
 MLP with two ReLU hidden layers of ``10 * D`` units, Adam, at most 10,000 iterations; 5-fold
 shuffled cross-validation; the score is the mean test accuracy over the folds. Implemented here on
 scikit-learn (sbibm's own ``sbibm.metrics`` does not import without extra packages).
+
+``early_stopping=True`` is a faster variant, not sbibm's metric: each fold's classifier keeps 10% of
+its training rows aside and stops when their accuracy has not improved for 10 epochs (scikit-learn's
+``early_stopping``). In 10 dimensions sbibm's classifier trains 400-650 epochs per fold, until its
+*training* loss stalls, and overfits; the early-stopped one trains 10-30 epochs and separates better
+(two unit Gaussians whose means differ by 0.3 in each of 10 coordinates, Bayes accuracy 0.682:
+0.600 with sbibm's settings, 0.677 early-stopped, at 1/30 of the time). Its scores are therefore
+higher than sbibm's wherever the samples differ; they rank methods consistently, but are not
+comparable with published sbibm numbers.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ def c2st(
     n_folds: int = 5,
     z_score: bool = True,
     n_jobs: int | None = None,
+    early_stopping: bool = False,
 ) -> float:
     """Cross-validated accuracy of an MLP classifier separating ``x`` from ``y``.
 
@@ -42,6 +52,8 @@ def c2st(
         n_folds: number of cross-validation folds.
         z_score: standardise with the mean and standard deviation of ``x`` (constant columns: 1).
         n_jobs: folds trained in parallel (scikit-learn's ``n_jobs``; None: one at a time).
+        early_stopping: stop each classifier on a 10% validation split of its training fold (fast,
+            not sbibm's setting; see the module docstring).
 
     Returns:
         Accuracy in [0, 1]: 0.5 means indistinguishable, 1 means perfectly separable.
@@ -67,6 +79,7 @@ def c2st(
         max_iter=10_000,
         solver="adam",
         random_state=seed,
+        early_stopping=early_stopping,
     )
     data = np.concatenate([x.cpu().numpy(), y.cpu().numpy()])
     target = np.concatenate([np.zeros(len(x)), np.ones(len(y))])

@@ -167,6 +167,25 @@ def get_task(name: str) -> SBITask:
     )
 
 
+@functools.cache
+def prior_distribution(name: str) -> torch.distributions.Distribution:
+    """The task's prior as a torch distribution over ``(D_theta,)`` rows (for its support)."""
+    _check_name(name)
+    if name in ("sir", "lotka_volterra"):
+        from molfff.dense.sbi_ode import LV_PRIOR, SIR_PRIOR
+
+        return SIR_PRIOR if name == "sir" else LV_PRIOR
+    return _sbibm_task(name.removesuffix("_distractors")).get_prior_dist()
+
+
+def in_prior_support(name: str, theta: Tensor) -> Tensor:
+    """``(B,)`` bool: which rows of ``theta`` ``(B, D_theta)`` lie in the prior's support."""
+    prior = prior_distribution(name)
+    theta = theta.to(prior.sample((1,)).dtype)
+    inside = prior.support.check(theta)
+    return inside if inside.dim() == 1 else inside.all(dim=-1)
+
+
 # --- observations and reference posteriors ---------------------------------------------------
 
 
@@ -211,17 +230,29 @@ def true_parameters(name: str, num_observation: int) -> Tensor:
 
 
 def posterior_c2st(
-    name: str, num_observation: int, samples: Tensor, seed: int = 1, n_jobs: int | None = None
+    name: str,
+    num_observation: int,
+    samples: Tensor,
+    seed: int = 1,
+    n_jobs: int | None = None,
+    early_stopping: bool = False,
 ) -> float:
     """C2ST accuracy of posterior ``samples`` ``(B, D_theta)`` against the reference (sbibm's
-    metric: the reference is the z-scoring sample; use B = 10,000 for comparable numbers)."""
+    metric: the reference is the z-scoring sample; use B = 10,000 for comparable numbers).
+    ``n_jobs`` and ``early_stopping`` are passed to :func:`molfff.dense.c2st.c2st`."""
     reference = reference_posterior_samples(name, num_observation)
     if samples.dim() != 2 or samples.shape[1] != reference.shape[1]:
         raise ValueError(
             f"{name}: posterior samples must be (B, {reference.shape[1]}), "
             f"got {tuple(samples.shape)}"
         )
-    return c2st(reference, samples.detach().float().cpu(), seed=seed, n_jobs=n_jobs)
+    return c2st(
+        reference,
+        samples.detach().float().cpu(),
+        seed=seed,
+        n_jobs=n_jobs,
+        early_stopping=early_stopping,
+    )
 
 
 # --- training data -----------------------------------------------------------------------------

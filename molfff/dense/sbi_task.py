@@ -12,6 +12,7 @@ import torch
 
 from molfff.dense.sbi import (
     NUM_OBSERVATIONS,
+    in_prior_support,
     observation,
     posterior_c2st,
     reference_posterior_samples,
@@ -22,14 +23,41 @@ from molfff.errors import UserError
 
 
 def posterior_samples(
-    model, task_name: str, num_observation: int, n: int = 10_000, seed: int = 0
+    model,
+    task_name: str,
+    num_observation: int,
+    n: int = 10_000,
+    seed: int = 0,
+    within_prior: bool = True,
+    max_draws: int = 100,
 ) -> torch.Tensor:
-    """``n`` samples of the trained ``q(theta | x_o)``, ``(n, D_theta)`` in original units."""
+    """``n`` samples of the trained ``q(theta | x_o)``, ``(n, D_theta)`` in original units.
+
+    With ``within_prior`` (default), samples outside the prior's support are rejected and drawn
+    again, which is the posterior restricted to where the true one has mass. sbi's NPE posterior
+    does the same, and so does sbibm; a flow's samples otherwise leak beyond hard prior bounds.
+
+    Raises:
+        UserError: fewer than ``n`` of ``max_draws * n`` draws fell inside the support.
+    """
     param = next(model.parameters())
     x_o = observation(task_name, num_observation).to(param)
     g = torch.Generator(device=param.device).manual_seed(seed * 100 + num_observation)
+    kept, have, drawn = [], 0, 0
     with torch.no_grad():
-        return model.sample(n, x_o, generator=g).cpu()
+        while have < n:
+            if drawn >= max_draws * n:
+                raise UserError(
+                    f"{task_name}, observation {num_observation}: only {have} of {drawn} "
+                    "posterior samples fell inside the prior's support; the model is far off"
+                )
+            batch = model.sample(n, x_o, generator=g).cpu()
+            drawn += n
+            if within_prior:
+                batch = batch[in_prior_support(task_name, batch)]
+            kept.append(batch)
+            have += len(batch)
+    return torch.cat(kept)[:n]
 
 
 def c2st_metrics(model, task_name: str, observations: int, progress: bool = True) -> dict:
