@@ -255,7 +255,7 @@ def print_table(summary: list[dict]) -> None:
     print(f"C2ST: mean ± sd over {'/'.join(map(str, sorted(n_obs)))} observation(s); 0.5 is best.")
 
 
-def plot(summary: list[dict], path: Path) -> None:
+def plot(summary: list[dict], path: Path, classifier: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -275,7 +275,7 @@ def plot(summary: list[dict], path: Path) -> None:
                 ax.errorbar(b, m, yerr=sd, marker=marker, capsize=3, label=method.upper())
         ax.axhline(0.5, color="grey", ls="--", lw=0.8)
         ax.set(xscale="log", ylim=(0.45, 1.02), title=task, xlabel="simulation budget")
-        ax.set_ylabel("C2ST (mean over observations)")
+        ax.set_ylabel(f"C2ST, {classifier} classifier (mean over observations)")
         ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -456,7 +456,7 @@ def main(argv: list[str] | None = None) -> int:
                     mean = statistics.fmean(scores.values())
                     print(f"  {method}: mean C2ST {mean:.3f}, {seconds:.0f} s", file=sys.stderr)
     summary = summarise(rows)
-    plot(summary, args.out_dir / "c2st.png")
+    plot(summary, args.out_dir / "c2st.png", classifier)
     print_table(summary)
     print(f"C2ST classifier: {classifier}" + ("" if classifier == "sbibm" else " (not sbibm's)"))
     if npe_cls is None and "npe" in args.methods:
