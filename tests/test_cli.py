@@ -25,8 +25,10 @@ def run_cli(args, cwd, timeout=600):
 def trained(tmp_path_factory):
     """One short CLI training run, shared by the tests below."""
     cwd = tmp_path_factory.mktemp("cli")
-    # the progress bar stays on: it must go to stderr, leaving stdout to the results
-    quiet = [a for a in QUIET if a != "trainer.progress_bar=false"]
+    # the progress bar and offline W&B stay on: their output must go to stderr, leaving stdout
+    # to the results
+    keep = ("trainer.progress_bar=false", "logger.wandb=disabled")
+    quiet = [a for a in QUIET if a not in keep] + ["logger.wandb=offline"]
     proc = run_cli(["train", "toy2d", "--fast", *quiet], cwd)
     assert proc.returncode == 0, proc.stderr
     return cwd, proc
@@ -38,6 +40,7 @@ def test_train_prints_metrics_and_run_folder(trained):
     assert "KL(p||q)" in proc.stdout
     assert "run folder: runs/toy2d/" in proc.stderr
     assert "Epoch 0" in proc.stderr and "Epoch" not in proc.stdout
+    assert "wandb sync" in proc.stderr and "wandb" not in proc.stdout
     runs = list((cwd / "runs" / "toy2d").iterdir())
     assert len(runs) == 1
     for name in (
@@ -49,6 +52,8 @@ def test_train_prints_metrics_and_run_folder(trained):
         "density.png",
     ):
         assert (runs[0] / name).exists(), name
+    (wandb_run,) = (runs[0] / "wandb").glob("offline-run-*/run-*.wandb")
+    assert b"test/nll" in wandb_run.read_bytes()  # the test metrics reach the W&B run
 
 
 def test_sample_writes_csv_to_stdout_from_latest_run(trained):

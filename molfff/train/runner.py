@@ -306,7 +306,25 @@ def train(
     curves = plot_curves(run_dir)
     metrics["figures"] = [str(p) for p in [*figures, *([curves] if curves else [])]]
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    finish_wandb(trainer, metrics)
     return TrainResult(run_dir, metrics)
+
+
+def finish_wandb(trainer: L.Trainer, metrics: dict) -> None:
+    """Log the test metrics to W&B as ``test/*`` and close the run, with W&B's closing lines
+    ("You can sync this run ...") on stderr, so stdout keeps only results (``--json``)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            numbers = {
+                f"test/{k}": v
+                for k, v in metrics.items()
+                if isinstance(v, int | float) and not isinstance(v, bool)
+            }
+            with contextlib.redirect_stdout(sys.stderr):
+                logger.log_metrics(numbers)
+                logger.experiment.finish()
 
 
 def find_latest_run(root: Path = Path("runs")) -> Path:
