@@ -10,7 +10,7 @@ scikit-learn (sbibm's own ``sbibm.metrics`` does not import without extra packag
 
 ``early_stopping=True`` is a faster variant, not sbibm's metric: each fold's classifier keeps 10% of
 its training rows aside and stops when their accuracy has not improved for 10 epochs (scikit-learn's
-``early_stopping``). In 10 dimensions sbibm's classifier trains 400-650 epochs per fold, until its
+``early_stopping``). In 10 dimensions sbibm's classifier trains 380-660 epochs per fold, until its
 *training* loss stalls, and overfits; the early-stopped one trains 10-30 epochs and separates better
 (two unit Gaussians whose means differ by 0.3 in each of 10 coordinates, Bayes accuracy 0.682:
 0.600 with sbibm's settings, 0.677 early-stopped, at 1/30 of the time). Its scores are therefore
