@@ -68,3 +68,13 @@ def test_observables_resolve():
         resolve_observable("entropy")
     with pytest.raises(UserError, match="cannot be imported"):
         resolve_observable("nonexistent_pkg:f")
+
+
+def test_samples_off_the_energy_axis_are_counted_with_their_weight():
+    from molfff.boltzmann.report import outside_window
+
+    u = torch.tensor([-1.0, 0.0, 2.0, 5.0, float("inf"), float("nan")], dtype=torch.float64)
+    w = torch.tensor([0.1, 0.2, 0.3, 0.25, 0.15, 0.0], dtype=torch.float64)
+    count, mass = outside_window(u, w, lo=-1.0, hi=2.0)  # the window's ends are inside
+    assert count == 3 and mass == pytest.approx(0.4)
+    assert outside_window(u[:3], w[:3], -1.0, 2.0) == (0, 0.0)

@@ -141,6 +141,17 @@ def plot_reweighting(report: ReweightReport, energy, reference: Tensor | None, p
     )
     axes[0].set_xlabel("reduced energy u(x)")
     axes[0].set_title(f"{energy.name}: ESS {100 * report.ess:.1f}%")
+    count, mass = outside_window(report.energy, torch.as_tensor(w), lo, hi)
+    if count:
+        axes[0].text(
+            0.02,
+            0.98,
+            f"{count} of {len(u)} samples off this axis\n"
+            f"({100 * mass:.1f}% of the reweighted mass)",
+            transform=axes[0].transAxes,
+            va="top",
+            fontsize=8,
+        )
     if reference is not None:
         axes[1].hist(
             interatomic_distances(reference.double(), n, d).flatten().numpy(),
@@ -168,6 +179,13 @@ def plot_reweighting(report: ReweightReport, energy, reference: Tensor | None, p
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def outside_window(u: Tensor, w: Tensor, lo: float, hi: float) -> tuple[int, float]:
+    """Samples whose energy ``u`` ``(B,)`` is outside ``[lo, hi]`` or not finite: their number,
+    and their share of the normalised importance weights ``w`` ``(B,)``."""
+    out = ~(torch.isfinite(u) & (u >= lo) & (u <= hi))
+    return int(out.sum()), float(w.double()[out].sum())
 
 
 def reference_range(u: Tensor) -> tuple[float, float]:
