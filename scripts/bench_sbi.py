@@ -65,7 +65,7 @@ from molfff.dense.sbi import (
     reference_posterior_samples,
     simulate_splits,
 )
-from molfff.dense.sbi_task import posterior_samples
+from molfff.dense.sbi_task import c2st_metrics
 from molfff.dense.splits import DenseTask, Split
 from molfff.errors import UserError
 from molfff.train.config import load_config
@@ -146,17 +146,14 @@ def run_fff(task: str, budget: int, splits: dict[str, Split], args) -> tuple[dic
         raise UserError("--fff-override must not change data.task or data.budget")
 
     def c2st_per_observation(model) -> dict[str, float]:
-        """``c2st_metrics`` of molfff.dense.sbi_task, with the folds run in parallel."""
-        return {
-            f"c2st/obs{k}": posterior_c2st(
-                task,
-                k,
-                posterior_samples(model, task, k, reference_posterior_samples(task, k).shape[0]),
-                n_jobs=args.c2st_jobs,
-                early_stopping=args.c2st_early_stopping,
-            )
-            for k in range(1, args.observations + 1)
-        }
+        return c2st_metrics(
+            model,
+            task,
+            args.observations,
+            progress=False,
+            n_jobs=args.c2st_jobs,
+            early_stopping=args.c2st_early_stopping,
+        )
 
     dense_task = DenseTask(f"sbi/{task}/{budget}", splits, extra_metrics=c2st_per_observation)
     timer = TrainTimer()

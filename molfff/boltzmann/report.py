@@ -112,7 +112,8 @@ def plot_reweighting(report: ReweightReport, energy, reference: Tensor | None, p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    w = normalized_weights(report.log_w).numpy()
+    weights = normalized_weights(report.log_w)
+    w = weights.numpy()
     n, d = energy.n_particles, energy.spatial_dim
     dist = interatomic_distances(report.x.double(), n, d)
     pairs = dist.shape[1]
@@ -141,7 +142,7 @@ def plot_reweighting(report: ReweightReport, energy, reference: Tensor | None, p
     )
     axes[0].set_xlabel("reduced energy u(x)")
     axes[0].set_title(f"{energy.name}: ESS {100 * report.ess:.1f}%")
-    count, mass = outside_window(report.energy, torch.as_tensor(w), lo, hi)
+    count, mass = outside_window(report.energy, weights, lo, hi)
     if count:
         axes[0].text(
             0.02,

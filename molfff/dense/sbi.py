@@ -180,9 +180,7 @@ def prior_distribution(name: str) -> torch.distributions.Distribution:
 
 def in_prior_support(name: str, theta: Tensor) -> Tensor:
     """``(B,)`` bool: which rows of ``theta`` ``(B, D_theta)`` lie in the prior's support."""
-    prior = prior_distribution(name)
-    theta = theta.to(prior.sample((1,)).dtype)
-    inside = prior.support.check(theta)
+    inside = prior_distribution(name).support.check(theta)
     return inside if inside.dim() == 1 else inside.all(dim=-1)
 
 

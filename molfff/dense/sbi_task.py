@@ -60,8 +60,16 @@ def posterior_samples(
     return torch.cat(kept)[:n]
 
 
-def c2st_metrics(model, task_name: str, observations: int, progress: bool = True) -> dict:
-    """C2ST per observation and its mean, as sbibm reports it."""
+def c2st_metrics(
+    model,
+    task_name: str,
+    observations: int,
+    progress: bool = True,
+    n_jobs: int | None = None,
+    early_stopping: bool = False,
+) -> dict:
+    """C2ST per observation and its mean, as sbibm reports it (``n_jobs`` and
+    ``early_stopping``: see :func:`molfff.dense.c2st.c2st`)."""
     from tqdm import tqdm
 
     scores = {}
@@ -70,7 +78,9 @@ def c2st_metrics(model, task_name: str, observations: int, progress: bool = True
     ):
         n_ref = reference_posterior_samples(task_name, k).shape[0]
         samples = posterior_samples(model, task_name, k, n_ref)
-        scores[f"c2st/obs{k}"] = float(posterior_c2st(task_name, k, samples))
+        scores[f"c2st/obs{k}"] = float(
+            posterior_c2st(task_name, k, samples, n_jobs=n_jobs, early_stopping=early_stopping)
+        )
     if scores:
         scores["c2st"] = sum(scores.values()) / len(scores)
     return scores
