@@ -36,6 +36,7 @@ import os
 
 import torch
 from benchtools import interleaved, malloc_note  # scripts/benchtools.py
+from threadpoolctl import threadpool_limits
 
 from molfff.fff import FreeFormFlow, ParticleLayout, log_abs_det_jacobian
 from molfff.nn.particles import ParticleEGNN
@@ -174,8 +175,8 @@ def main() -> None:
         "--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)"
     )
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads:  # threadpoolctl, not torch.set_num_threads: see molfff/fff/linalg.py
+        threadpool_limits(args.threads, user_api="openmp")
     device = torch.device(args.device)
     on_cuda = device.type == "cuda"
     if args.max_edges is None:

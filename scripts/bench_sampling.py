@@ -35,6 +35,7 @@ import os
 import numpy as np
 import torch
 from benchtools import interleaved, malloc_note, timed  # scripts/benchtools.py
+from threadpoolctl import threadpool_limits
 
 from molfff.errors import UserError
 from molfff.molecules.flow import MoleculeFlow
@@ -199,8 +200,8 @@ def main() -> None:
         "--threads", type=int, default=None, help="CPU intra-op threads (default: torch's)"
     )
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads:  # threadpoolctl, not torch.set_num_threads: see molfff/fff/linalg.py
+        threadpool_limits(args.threads, user_api="openmp")
     device = torch.device(args.device)
     max_batch = args.max_batch or (10_000 if device.type == "cuda" else 1000)
     sizes = [b for b in BATCH_SIZES if b <= max_batch]

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from scipy.stats import wasserstein_distance
+from threadpoolctl import threadpool_limits
 
 from molfff.boltzmann import get_energy
 from molfff.boltzmann.data import load_split
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.n_samples < 2 or args.threads < 1:
         parser.error("--n-samples must be >= 2 and --threads >= 1")
-    torch.set_num_threads(args.threads)
+    # threadpoolctl, not torch.set_num_threads: see molfff/fff/linalg.py
+    threadpool_limits(args.threads, user_api="openmp")
     try:
         start = time.perf_counter()
         results = {s: compare(s, args.n_samples, args.seed, args.progress) for s in args.systems}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from scipy.stats import wasserstein_distance
+from threadpoolctl import threadpool_limits
 
 from molfff.boltzmann import data as data_module
 from molfff.boltzmann import get_energy
@@ -45,10 +46,8 @@ DW4_TWO_SHORT_WEIGHT = 0.517
 @pytest.fixture
 def one_thread():
     """Small batched MCMC steps run several times faster without intra-op threads."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+    with threadpool_limits(1, user_api="openmp"):  # not torch.set_num_threads: see fff/linalg.py
+        yield
 
 
 def centres(x: torch.Tensor, n: int, d: int) -> torch.Tensor:
@@ -271,12 +270,8 @@ def test_one_draw_per_chain_is_reported_as_unchecked(one_thread):
 
 @pytest.fixture(scope="module")
 def dw4_mcmc():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with threadpool_limits(1, user_api="openmp"):
         return generate("DW4", 10_000, n_chains=500, seed=0)
-    finally:
-        torch.set_num_threads(old)
 
 
 def test_dw4_mcmc_converges_and_has_equilibrium_mode_weights(dw4_mcmc):

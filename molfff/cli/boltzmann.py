@@ -62,7 +62,7 @@ def cmd_reweight(args) -> int:
 def cmd_data_generate(args) -> int:
     import warnings
 
-    import torch
+    from threadpoolctl import threadpool_limits
 
     from molfff.boltzmann.data import LOCAL_DIR, save_samples
     from molfff.boltzmann.energies import get_energy
@@ -76,9 +76,13 @@ def cmd_data_generate(args) -> int:
         raise UserError(f"--out {out}: samples are written as a .npy file")
     if out.exists() and not args.overwrite:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
-    torch.set_num_threads(args.threads)  # many small ops: threads cost more than they give
     note(f"MCMC for {energy.name}: {args.n} samples from {args.chains} chains")
-    with warnings.catch_warnings(record=True) as caught:
+    # many small ops: threads cost more than they give. threadpoolctl sets the OpenMP pool for this
+    # block only; torch.set_num_threads would leave batched LU unsafe (molfff.fff.linalg)
+    with (
+        threadpool_limits(args.threads, user_api="openmp"),
+        warnings.catch_warnings(record=True) as caught,
+    ):
         warnings.simplefilter("always", ConvergenceWarning)
         x, diag = generate(
             energy.name,

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from molfff.fff.layout import DenseLayout, Layout
+from molfff.fff.linalg import logabsdet
 
 
 def jacobian(
@@ -75,4 +76,4 @@ def log_abs_det_jacobian(
     parameters; wrap in ``torch.enable_grad`` callers are not expected to differentiate it.
     """
     jac = jacobian(fn, x, layout, chunk_size=chunk_size, vectorize=vectorize)
-    return torch.linalg.slogdet(jac).logabsdet
+    return logabsdet(jac)  # safe batched LU: see molfff.fff.linalg

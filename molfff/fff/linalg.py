@@ -1,0 +1,77 @@
+"""Batched dense linear algebra that finishes and is right whatever the process's thread settings.
+
+With the CPU builds of PyTorch that link MKL statically, a *batched* LU factorisation
+(``torch.linalg.slogdet``, ``det``, ``inv``, ``solve``, ``lu_factor`` on a ``(B, M, M)`` tensor)
+runs one MKL ``getrf`` per matrix inside an OpenMP team. Once ``torch.set_num_threads`` has been
+called in the process (by the user, a library or a test), ``getrf`` on matrices of more than
+about 130 rows can then hang in that nested team or print ``Intel oneMKL ERROR: Parameter 6 was
+incorrect on entry to SLASWP`` and return a broken factorisation (PyTorch issue 141358; measured
+here with torch 2.13: batch 2 of 240 x 240 hangs, 129 x 129 and smaller pass).
+
+A single, unbatched factorisation does not nest and is safe. So on the CPU, batches of matrices
+larger than :data:`BATCHED_MAX_ROWS` are factorised one matrix at a time in the calling thread;
+smaller ones (well below the failing size, where the per-matrix Python overhead would dominate)
+keep the batched call. On other devices the batched call is used as is. Both paths are
+differentiable. ``scripts/bench_logdet.py`` measures what the per-matrix path costs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+BATCHED_MAX_ROWS = 32
+"""Largest matrix size factorised by one batched call on the CPU (failures start above 129)."""
+
+
+def _per_matrix(a: Tensor) -> bool:
+    return a.device.type == "cpu" and a.dim() > 2 and a.shape[-1] > BATCHED_MAX_ROWS
+
+
+def _check_square(a: Tensor, name: str) -> None:
+    if a.dim() < 2 or a.shape[-1] != a.shape[-2]:
+        raise ValueError(f"{name} needs square (..., M, M) matrices, got shape {tuple(a.shape)}")
+
+
+def logabsdet(a: Tensor) -> Tensor:
+    """``log|det a|`` of each matrix of a batch, by LU (see the module docstring).
+
+    Args:
+        a: ``(..., M, M)`` square matrices.
+
+    Returns:
+        ``(...)`` log absolute determinants; ``-inf`` for a singular matrix.
+
+    Raises:
+        ValueError: if ``a`` is not a batch of square matrices.
+    """
+    _check_square(a, "logabsdet")
+    if not _per_matrix(a):
+        return torch.linalg.slogdet(a).logabsdet
+    flat = a.reshape(-1, *a.shape[-2:])
+    out = torch.stack([torch.linalg.slogdet(m).logabsdet for m in flat])
+    return out.reshape(a.shape[:-2])
+
+
+def solve(a: Tensor, b: Tensor) -> Tensor:
+    """``x`` with ``a x = b`` for each matrix of a batch, by LU (see the module docstring).
+
+    Args:
+        a: ``(B, M, M)`` square matrices.
+        b: ``(B, M)`` right-hand sides, one per matrix.
+
+    Returns:
+        ``(B, M)`` solutions.
+
+    Raises:
+        ValueError: on mismatched shapes.
+        torch.linalg.LinAlgError: if a matrix is singular.
+    """
+    _check_square(a, "solve")
+    if a.dim() != 3 or b.shape != a.shape[:2]:
+        raise ValueError(
+            f"solve needs a (B, M, M) and b (B, M), got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    if not _per_matrix(a):
+        return torch.linalg.solve(a, b)
+    return torch.stack([torch.linalg.solve(m, r) for m, r in zip(a, b, strict=True)])
