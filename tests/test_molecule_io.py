@@ -137,7 +137,11 @@ BAD_XYZ = [
     (XYZ_GOOD + "3\n", 5, "cut short"),
     (XYZ_GOOD + "3\nc\n", 5, "cut short"),
     (XYZ_GOOD + "2\nc\nH 0 0 0\n\nH 0 0 1\n", 8, "found an empty line"),
-    ("1\nProperties=pos:R:3:species:S:1\n0 0 0 H\n", 2, ".extxyz"),
+    ("1\nProperties=species:S:1\nH\n", 2, "lack species:S:1 or pos:R:3"),
+    ("1\nProperties=species:S:1:pos:R:2\nH 0 0\n", 2, "lack species:S:1 or pos:R:3"),
+    ("1\nProperties=species:S:1:pos:R:3:q:R:1\nH 0 0 0\n", 3, "expected 5 columns"),
+    ("1\nProperties=species:S:1:pos:R:3\nH 0 0 0 1\n", 3, "more than its Properties="),
+    ("1\nProperties=species:S:1:pos:R:3:q:I:1\nH 0 0 0 x\n", 2, "ASE cannot read"),
 ]
 
 
@@ -258,3 +262,131 @@ def test_qm9_molecules_written_and_scored_match_direct_scores(tmp_path):
     )  # SDF keeps 4 decimals: a bond at its threshold may flip
     assert "QM9 train" in format_metrics(from_file) or not novelty
     assert molecule_set(read_xyz(path)).num_atoms.tolist() == mols.num_atoms.tolist()
+
+
+def test_one_table_of_elements():
+    from molfff.molecules import elements, metrics, qm9, readers
+
+    assert metrics.ELEMENTS is elements.ELEMENTS and metrics.VALENCE is elements.VALENCE
+    assert qm9.ATOM_TYPES is elements.ATOMIC_NUMBERS and readers.SYMBOL_OF_Z is elements.SYMBOL_OF_Z
+    assert [elements.VALENCE[elements.SYMBOL_OF_Z[z]] for z in (1, 6, 7, 8, 9)] == [1, 4, 3, 2, 1]
+
+
+def test_suffixes_in_any_case(tmp_path):
+    from molfff.molecules.io import molecule_format
+    from molfff.molecules.qm9 import load_molecule_file
+
+    mols = [methane(), hcn()]
+    assert [molecule_format(f"a.{s}") for s in ("XYZ", "Txt", "EXTXYZ", "SDF", "Mol", "NPZ")] == [
+        "xyz", "xyz", "xyz", "sdf", "sdf", "npz"
+    ]  # fmt: skip
+    save_molecules(tmp_path / "samples.XYZ", mols)
+    save_molecules(tmp_path / "samples.SDF", mols)
+    text = (tmp_path / "samples.XYZ").read_text()
+    (tmp_path / "samples.EXTXYZ").write_text(text)
+    (tmp_path / "molecule_000.TXT").write_text(text)
+    pos = np.zeros((2, 5, 3))
+    pos[0], pos[1, :3] = methane()[0], hcn()[0]
+    with open(tmp_path / "samples.NPZ", "wb") as fh:  # np.savez would append ".npz"
+        np.savez(fh, positions=pos, charges=[[6, 1, 1, 1, 1], [1, 6, 7, 0, 0]])
+    for name in ("samples.XYZ", "samples.SDF", "samples.EXTXYZ", "molecule_000.TXT", "samples.NPZ"):
+        got = read_molecules(tmp_path / name)
+        assert got.num_atoms.tolist() == [5, 3], name
+        np.testing.assert_allclose(got.molecule(1)[0], hcn()[0], atol=1e-4)
+        assert load_molecule_file(tmp_path / name).num_atoms.tolist() == [5, 3]
+    with pytest.raises(UserError, match=r"does not exist; unknown format '\.pdb'"):
+        read_molecules(tmp_path / "x.pdb")
+    (tmp_path / "x.PDB").write_text("")
+    with pytest.raises(UserError, match=r"unknown format '\.PDB' \(use one of \.xyz, "):
+        read_molecules(tmp_path / "x.PDB")
+
+
+def _edm_txt(pos, z):
+    """A file as EDM's and GeoLDM's save_xyz_file write it: empty comment, 9 decimals."""
+    rows = "".join(
+        f"{'HCNOF'[[1, 6, 7, 8, 9].index(zi)]} {x:.9f} {y:.9f} {w:.9f}\n"
+        for zi, (x, y, w) in zip(z.tolist(), pos.tolist(), strict=True)
+    )
+    return f"{len(z)}\n\n{rows}"
+
+
+def test_folder_of_edm_txt_files_in_natural_order(tmp_path):
+    from molfff.molecules import io as mio
+
+    sizes = {}
+    rng = np.random.default_rng(1)
+    for i in (0, 1, 2, 10, 11):  # plain sorting would put molecule_10 before molecule_2
+        n = i + 1
+        pos, z = rng.normal(scale=2.0, size=(n, 3)), rng.choice([1, 6, 7, 8, 9], size=n)
+        (tmp_path / f"molecule_{i}.txt").write_text(_edm_txt(pos, z))
+        sizes[i] = n
+    (tmp_path / "molecule_3.xyz").write_text(_edm_txt(*methane()) + "\n" + _edm_txt(*hcn()))
+    (tmp_path / "args.pickle").write_bytes(b"\x80\x04")  # other files in the folder are ignored
+    (tmp_path / ".hidden.txt").write_text("not xyz")
+    (tmp_path / "sub").mkdir()
+    names = [p.name for p in mio.xyz_files(tmp_path)]
+    assert names == [f"molecule_{i}.{'xyz' if i == 3 else 'txt'}" for i in (0, 1, 2, 3, 10, 11)]
+    got = read_molecules(tmp_path)
+    assert got.num_atoms.tolist() == [1, 2, 3, 5, 3, 11, 12]
+    np.testing.assert_allclose(got.molecule(3)[0], methane()[0], atol=1e-9)
+    metrics = metrics_for_file(tmp_path, train_smiles=False)
+    assert metrics["n_files"] == 6 and metrics["n_molecules"] == 7 and metrics["format"] == "xyz"
+    assert "in 6 files" in format_metrics(metrics)
+
+
+def test_folder_problems_are_named(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match=rf"folder {empty} holds no xyz-format .*: it is empty"):
+        read_molecules(empty)
+    sdfs = tmp_path / "sdfs"
+    sdfs.mkdir()
+    save_molecules(sdfs / "a.sdf", [hcn()])
+    (sdfs / "notes").write_text("x")
+    with pytest.raises(UserError) as err:
+        read_molecules(sdfs)
+    msg = str(err.value)
+    assert str(sdfs) in msg and "(no suffix), .sdf files" in msg and "by its own path" in msg
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "molecule_1.txt").write_text(_edm_txt(*hcn()))
+    (mixed / "molecule_2.txt").write_text("loss 0.3\nepoch 10\n")  # a log, not a molecule
+    with pytest.raises(UserError, match=rf"{mixed / 'molecule_2.txt'}, line 1: the atom count"):
+        read_molecules(mixed)
+    with pytest.raises(UserError, match="does not exist"):
+        read_molecules(tmp_path / "missing_folder")
+
+
+def test_xyz_is_parsed_by_ase_behind_the_check(tmp_path):
+    # columns in any order under Properties=; all frames read though blank lines separate them
+    # (ASE alone stops at the first blank line); free comments never reach ASE's key=value parser
+    text = "1\nProperties=pos:R:3:species:S:1 energy=-1.5\n0 0 1.5 c\n\n"
+    text += "2\nLattice= broken comment\n1 0 0 0\nO 0 0 0.96\n"
+    path = tmp_path / "m.xyz"
+    path.write_text(text)
+    (p1, z1), (p2, z2) = read_xyz(path)
+    assert z1.tolist() == [6] and p1.tolist() == [[0, 0, 1.5]]
+    assert z2.tolist() == [1, 8] and p2.tolist() == [[0, 0, 0], [0, 0, 0.96]]
+
+
+def test_no_hydrogens_warns_on_stderr_and_in_json(tmp_path, capsys):
+    from molfff.cli import main
+
+    heavy = [(p[z != 1], z[z != 1]) for p, z in (methane(), ethylene(), hcn())]
+    path = save_molecules(tmp_path / "heavy.sdf", heavy)
+    assert main(["metrics", str(path), "--no-novelty", "--json"]) == 0
+    out, err = capsys.readouterr()
+    metrics = json.loads(out)
+    assert metrics["has_hydrogens"] is False and len(metrics["warnings"]) == 1
+    assert "no hydrogen atoms" in metrics["warnings"][0]
+    warning = [ln for ln in err.splitlines() if ln.startswith("molfff: warning:")]
+    assert len(warning) == 1 and str(path) in warning[0] and "no hydrogen atoms" in warning[0]
+    assert metrics["atom_stability"] < 0.5  # what the warning is about: bare C, C=C, C#N
+    assert main(["metrics", str(path), "--no-novelty"]) == 0
+    out, _ = capsys.readouterr()
+    assert out.count("MEANINGLESS: no hydrogens") == 4
+    full = save_molecules(tmp_path / "full.sdf", [methane(), hcn()])
+    assert main(["metrics", str(full), "--no-novelty", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["warnings"] == [] and json.loads(out)["has_hydrogens"] is True
+    assert "warning" not in err and "MEANINGLESS" not in out

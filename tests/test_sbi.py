@@ -202,6 +202,17 @@ def test_c2st_same_and_different():
     assert c2st(x, y + 4.0) > 0.95
 
 
+@pytest.mark.parametrize("sizes", [(1000, 250), (250, 1000)])
+def test_c2st_unequal_sizes_of_one_gaussian_score_one_half(sizes):
+    """Unbalanced labels would let a classifier that always answers the larger class score
+    1000 / 1250 = 0.8 (sbibm's c2st does); balanced by subsampling, one distribution is 0.5."""
+    g = torch.Generator().manual_seed(4)
+    x, y = (torch.randn(n, 2, generator=g, dtype=torch.float64) for n in sizes)
+    score = c2st(x, y)
+    assert 0.42 < score < 0.58, score
+    assert c2st(x, y + 3.0) > 0.9  # still separates what differs
+
+
 def test_c2st_matches_sbibm_implementation():
     path = Path(importlib.util.find_spec("sbibm").submodule_search_locations[0]) / "metrics/c2st.py"
     spec = importlib.util.spec_from_file_location("sbibm_c2st", path)

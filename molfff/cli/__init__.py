@@ -113,10 +113,14 @@ def parser() -> argparse.ArgumentParser:
 
     mt = sub.add_parser(
         "metrics",
-        help="stability, validity, uniqueness and novelty of "
-        "molecules in an .xyz, .sdf or .npz file",
+        help="stability, validity, uniqueness and novelty of molecules in an .xyz/.txt/.extxyz, "
+        ".sdf/.sd/.mol or .npz file (any case), or a folder of xyz files (EDM's molecule_NNN.txt)",
     )
-    mt.add_argument("file", help="molecules to score (H, C, N, O, F; positions in Å)")
+    mt.add_argument(
+        "file",
+        help="molecules to score (H, C, N, O, F with explicit hydrogens; positions in Å): "
+        "a file, or a folder whose .xyz/.txt files form one set",
+    )
     mt.add_argument(
         "--no-novelty",
         action="store_true",

@@ -68,12 +68,12 @@ def sample_molecules_command(args, module) -> int:
     """Molecules as multi-frame xyz (default) or SDF, to stdout or ``--out``."""
     import io
 
-    from molfff.molecules.io import write_sdf, write_xyz
+    from molfff.molecules.io import WRITTEN, molecule_format, write_sdf, write_xyz
     from molfff.molecules.metrics import is_stable
     from molfff.train.molecules import sample_stable
 
-    fmt = args.format or (Path(args.out).suffix.lstrip(".") if args.out else "xyz")
-    if fmt not in ("xyz", "sdf"):
+    fmt = args.format or (molecule_format(args.out) if args.out else "xyz")
+    if fmt not in WRITTEN:
         raise UserError(f"molecules are written as xyz or sdf, not {fmt!r}")
     molecules, drawn = sample_stable(
         module.flow, args.n, args.stable_only, seed=args.seed, batch_size=args.batch_size
@@ -112,6 +112,8 @@ def cmd_evaluate(args) -> int:
 def cmd_metrics(args) -> int:
     from molfff.molecules.report import run_metrics
 
-    _, text = run_metrics(args.file, args.json, not args.no_novelty, note=note)
+    metrics, text = run_metrics(args.file, args.json, not args.no_novelty, note=note)
+    for warning in metrics["warnings"]:
+        print(f"molfff: warning: {warning}", file=sys.stderr, flush=True)
     print(text)
     return 0

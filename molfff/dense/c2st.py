@@ -16,6 +16,12 @@ its training rows aside and stops when their accuracy has not improved for 10 ep
 0.600 with sbibm's settings, 0.677 early-stopped, at 1/30 of the time). Its scores are therefore
 higher than sbibm's wherever the samples differ; they rank methods consistently, but are not
 comparable with published sbibm numbers.
+
+Unequal sample sizes: sbibm's ``c2st`` labels all rows of both samples, so with 1,000 rows of
+``X`` and 250 of ``Y`` from one distribution its classifier learns to answer "X" and scores the
+majority share 0.8, not 0.5. Here the larger sample is first subsampled without replacement to
+the size of the smaller one (by a generator seeded with ``seed``), so 0.5 keeps meaning
+"indistinguishable" and the score equals sbibm's whenever the sizes are equal.
 """
 
 from __future__ import annotations
@@ -34,6 +40,17 @@ def _as_2d(name: str, a: Tensor | np.ndarray) -> Tensor:
     return a
 
 
+def _balanced(x: Tensor, y: Tensor, seed: int) -> tuple[Tensor, Tensor]:
+    """``x`` and ``y`` with the larger one subsampled without replacement to the smaller size."""
+    n = min(len(x), len(y))
+    rng = np.random.default_rng(seed)
+    if len(x) > n:
+        x = x[torch.as_tensor(np.sort(rng.choice(len(x), n, replace=False)))]
+    if len(y) > n:
+        y = y[torch.as_tensor(np.sort(rng.choice(len(y), n, replace=False)))]
+    return x, y
+
+
 def c2st(
     x: Tensor | np.ndarray,
     y: Tensor | np.ndarray,
@@ -46,9 +63,12 @@ def c2st(
     """Cross-validated accuracy of an MLP classifier separating ``x`` from ``y``.
 
     Args:
-        x: ``(B1, D)`` first sample (in sbibm: the reference); its statistics z-score both.
-        y: ``(B2, D)`` second sample.
-        seed: seed of the classifier's initialisation and of the fold shuffling.
+        x: ``(B1, D)`` first sample (in sbibm: the reference); its statistics (all ``B1`` rows)
+            z-score both.
+        y: ``(B2, D)`` second sample. When ``B1 != B2`` the larger sample is subsampled to
+            ``min(B1, B2)`` rows, so that the classes are balanced (see the module docstring).
+        seed: seed of the classifier's initialisation, of the fold shuffling and of the
+            subsampling.
         n_folds: number of cross-validation folds.
         z_score: standardise with the mean and standard deviation of ``x`` (constant columns: 1).
         n_jobs: folds trained in parallel (scikit-learn's ``n_jobs``; None: one at a time).
@@ -56,7 +76,12 @@ def c2st(
             not sbibm's setting; see the module docstring).
 
     Returns:
-        Accuracy in [0, 1]: 0.5 means indistinguishable, 1 means perfectly separable.
+        Accuracy in [0, 1] on balanced classes: 0.5 means indistinguishable, 1 means perfectly
+        separable.
+
+    Raises:
+        ValueError: not ``(B, D)``, different ``D``, NaN or infinite values, or fewer than
+            ``n_folds`` rows in either sample.
     """
     from sklearn.model_selection import KFold, cross_val_score
     from sklearn.neural_network import MLPClassifier
@@ -72,6 +97,7 @@ def c2st(
         mean, std = x.mean(dim=0), x.std(dim=0)
         std = torch.where(std > 0, std, torch.ones_like(std))
         x, y = (x - mean) / std, (y - mean) / std
+    x, y = _balanced(x, y, seed)
     dim = x.shape[1]
     clf = MLPClassifier(
         activation="relu",

@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import ArrayLike
 
+from molfff.molecules.elements import ATOMIC_NUMBERS, ELEMENTS, VALENCE
+
 if TYPE_CHECKING:
     from rdkit.Chem import Mol
-
-ELEMENTS = ("H", "C", "N", "O", "F")
-ATOMIC_NUMBERS = (1, 6, 7, 8, 9)
 
 # Bond lengths in pm (the tables EDM uses, after wiredchemist.com "Bond lengths and energies").
 SINGLE_PM = {
@@ -43,7 +42,6 @@ DOUBLE_PM = {
 }  # fmt: skip
 TRIPLE_PM = {("C", "C"): 120, ("C", "N"): 116, ("C", "O"): 113, ("N", "N"): 110}
 MARGINS_PM = (10, 5, 3)  # single, double, triple: tuned by EDM to the stability of QM9
-VALENCE = {"H": 1, "C": 4, "N": 3, "O": 2, "F": 1}
 METRICS_VERSION = 1  # part of the reference-SMILES cache key
 
 

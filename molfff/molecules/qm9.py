@@ -25,12 +25,12 @@ from torch import Tensor
 
 from molfff.errors import UserError
 from molfff.files import atomic_write
+from molfff.molecules.elements import ATOMIC_NUMBERS as ATOM_TYPES  # index = one-hot position
+from molfff.molecules.elements import Z_OF_SYMBOL
 
 if TYPE_CHECKING:
     from torch_geometric.data import Data
 
-ATOM_TYPES = (1, 6, 7, 8, 9)  # H, C, N, O, F: index in the one-hot encoding
-SYMBOLS = {"H": 1, "C": 6, "N": 7, "O": 8, "F": 9}
 NUM_QM9 = 130_831
 SPLIT_SIZES = {"train": 100_000, "valid": 17_748, "test": 13_083}
 CACHE_VERSION = 1  # bump when the cache's content or layout changes
@@ -218,7 +218,7 @@ def _parse_qm9pack(src: Path) -> MoleculeSet:
                 try:
                     symbols = ast.literal_eval(row["Elements"])
                     xyz = np.asarray(ast.literal_eval(row["XYZ_Ang"]), dtype=np.float64)
-                    z = np.array([SYMBOLS[s] for s in symbols], dtype=np.int64)
+                    z = np.array([Z_OF_SYMBOL[s] for s in symbols], dtype=np.int64)
                     if xyz.shape != (len(z), 3) or len(z) != int(row["N_atoms"]):
                         raise ValueError(f"{len(z)} elements, coordinates {xyz.shape}")
                 except (KeyError, ValueError, SyntaxError, TypeError) as err:
@@ -239,81 +239,11 @@ def _parse_qm9pack(src: Path) -> MoleculeSet:
 
 
 def load_molecule_file(path: str | Path) -> MoleculeSet:
-    """Molecules from a user's file: an EDM/Cormorant-style ``.npz`` or an (ext)xyz file.
+    """Molecules from a user's file or folder: :func:`molfff.molecules.io.read_molecules`.
 
-    ``.npz``: ``positions (M, n_max, 3)`` and ``charges (M, n_max)`` padded with charge 0, and
-    optionally ``num_atoms (M,)``; flat files with ``positions (N, 3)``, ``charges (N,)`` and
-    ``num_atoms (M,)`` are read too. ``.xyz``/``.extxyz``: one or more frames, read with ASE.
-    Elements must be H, C, N, O or F; every problem raises one :class:`UserError`.
+    Kept here for existing callers; the formats (xyz, SDF, npz, folders of xyz) are decided and
+    read in :mod:`molfff.molecules.io`, the one place for molecule files.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"molecule file {path} does not exist")
-    if path.suffix == ".npz":
-        charges, pos, counts = _read_npz(path)
-    elif path.suffix in (".xyz", ".extxyz"):
-        charges, pos, counts = _read_xyz(path)
-    else:
-        raise UserError(f"molecule file {path}: unknown format {path.suffix!r} (use .npz or .xyz)")
-    bad = sorted(set(np.unique(charges).tolist()) - set(ATOM_TYPES))
-    if bad:
-        raise UserError(f"molecule file {path}: atomic numbers {bad} are not H, C, N, O or F")
-    if not np.isfinite(pos).all():
-        raise UserError(f"molecule file {path}: positions contain NaN or infinite values")
-    ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-    return MoleculeSet(charges.astype(np.int64), pos.astype(np.float64), ptr)
+    from molfff.molecules.io import read_molecules  # io imports this module
 
-
-def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files if k in ("positions", "charges", "num_atoms")}
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise UserError(f"molecule file {path} is not a readable .npz ({err})") from None
-    missing = [k for k in ("positions", "charges") if k not in data]
-    if missing:
-        raise UserError(f"molecule file {path}: missing array(s) {', '.join(missing)}")
-    pos, charges = data["positions"], data["charges"]
-    if not (np.issubdtype(charges.dtype, np.number) and np.issubdtype(pos.dtype, np.number)):
-        raise UserError(f"molecule file {path}: positions and charges must be numeric")
-    if pos.ndim == 2 and charges.ndim == 1:  # flat
-        if "num_atoms" not in data or pos.shape != (len(charges), 3):
-            raise UserError(
-                f"molecule file {path}: flat positions {pos.shape} / charges {charges.shape} "
-                "need positions (N, 3), charges (N,) and num_atoms (M,)"
-            )
-        counts = data["num_atoms"].astype(np.int64)
-        if counts.ndim != 1 or (counts < 0).any() or counts.sum() != len(charges):
-            raise UserError(f"molecule file {path}: num_atoms does not sum to {len(charges)}")
-        return np.rint(charges).astype(np.int64), pos, counts
-    if pos.ndim != 3 or pos.shape[2] != 3 or charges.shape != pos.shape[:2]:
-        raise UserError(
-            f"molecule file {path}: need positions (M, n_max, 3) and charges (M, n_max), "
-            f"got {pos.shape} and {charges.shape}"
-        )
-    charges = np.rint(charges).astype(np.int64)
-    mask = charges > 0
-    counts = mask.sum(1)
-    if "num_atoms" in data and not np.array_equal(data["num_atoms"].reshape(-1), counts):
-        raise UserError(f"molecule file {path}: num_atoms disagrees with the non-zero charges")
-    if not (np.sort(~mask, axis=1, kind="stable") == ~mask).all():
-        raise UserError(f"molecule file {path}: padding (charge 0) must follow the atoms")
-    return charges[mask], pos[mask], counts
-
-
-def _read_xyz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    try:
-        from ase.io import read
-    except ImportError:
-        raise UserError(f"reading {path} needs ASE: pip install ase") from None
-    try:
-        frames = read(path, index=":")
-    except Exception as err:  # ASE raises many types for malformed files
-        raise UserError(f"molecule file {path} is not a readable xyz file ({err})") from None
-    if not frames:
-        raise UserError(f"molecule file {path} holds no molecules")
-    return (
-        np.concatenate([a.get_atomic_numbers() for a in frames]),
-        np.concatenate([a.get_positions() for a in frames]),
-        np.array([len(a) for a in frames]),
-    )
+    return read_molecules(path)
