@@ -62,9 +62,10 @@ def _snis_coverage(n_seeds, n, m_q, s_q, m_p, seed=0):
 
 def test_error_bars_cover_the_true_mean():
     """+-2 delta-method error bars contain the true mean ~95 % of the time (1000 seeds of
-    2000 draws, ESS ~62 %). Bars from the nominal n instead of the ESS would cover ~88 %."""
-    mean, stderr, ess = _snis_coverage(1000, 2000, m_q=0.0, s_q=1.5, m_p=1.0)
-    assert 0.5 < float(ess.median()) / 2000 < 0.75  # a moderate mismatch, as intended
+    2000 draws of q = N(0, 1) for p = N(1, 1), ESS ~38 %). Measured alternatives that this
+    band rejects: std / sqrt(n) covers 61 %, std / sqrt(ESS) 85 %."""
+    mean, stderr, ess = _snis_coverage(1000, 2000, m_q=0.0, s_q=1.0, m_p=1.0)
+    assert 0.3 < float(ess.median()) / 2000 < 0.45  # a moderate mismatch, as intended
     coverage = float(((mean - 1.0).abs() < 2 * stderr).double().mean())
     assert 0.93 <= coverage <= 0.97, coverage
 
