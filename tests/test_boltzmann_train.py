@@ -38,14 +38,19 @@ def test_particles_refuse_standardization(tmp_path):
         train(cfg)
 
 
-def test_reweight_command(tmp_path, capsys):
-    """`molfff reweight` on a (barely trained) DW4 model: weights, ESS, estimates, figure."""
+def test_reweight_command(tmp_path, capsys, monkeypatch):
+    """`molfff reweight` on a (barely trained) DW4 model: weights, ESS, estimates, figure; an
+    observable from a module in the working folder; the low-ESS flag on stderr and in JSON."""
     import json
+    import sys
 
     from molfff.cli import main
 
     train(load_config("dw4", FAST + [f"run.root={tmp_path}"], fast=True))
     capsys.readouterr()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    (tmp_path / "molfff_test_cli_obs.py").write_text("def x0(x, energy):\n    return x[:, 0]\n")
     code = main(
         [
             "reweight",
@@ -57,15 +62,25 @@ def test_reweight_command(tmp_path, capsys):
             "energy",
             "--observable",
             "mean_distance",
+            "--observable",
+            "molfff_test_cli_obs:x0",
         ]
     )
-    out = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
     assert code == 0
     assert 1 / 300 <= out["ess"] <= 1
     for key in ("energy/raw", "energy/reweighted", "energy/reference", "mean_distance/raw"):
         assert math.isfinite(out[key]), key
     assert out["energy/reference"] == pytest.approx(-22.45, abs=0.3)  # MCMC test split
+    assert math.isfinite(out["molfff_test_cli_obs:x0/raw"])
     assert len(list((tmp_path / "dw4").glob("*/reweight.png"))) == 1
+    assert out["ess_too_low"] == (out["ess_samples"] < 50)  # 300 samples: 1 % is 3
+    if out["ess_too_low"]:  # likely for a one-epoch model, but not asserted
+        assert "warning: effective sample size" in captured.err
+        assert out["energy/reweighted_stderr"] is None and out["ess_warning"]
+    else:
+        assert out["energy/reweighted_stderr"] > 0 and out["ess_warning"] is None
 
 
 def test_reweight_refuses_other_models(tmp_path, capsys):

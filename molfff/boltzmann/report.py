@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,28 +14,45 @@ from molfff.boltzmann.reweight import (
     interatomic_distances,
     kish_ess,
     log_importance_weights,
+    low_ess_reason,
     normalized_weights,
-    resolve_observable,
+    resolve_observables,
     reweighted_mean,
 )
 
 
 @dataclass
 class ReweightReport:
-    """Generator samples ``x`` ``(B, n·d)``, their energies and log-weights, and estimates."""
+    """Generator samples ``x`` ``(B, n·d)``, their energies and log-weights, and estimates.
+
+    ``warning`` is :func:`~molfff.boltzmann.reweight.low_ess_reason` of the weights: None when
+    the effective sample size is large enough to trust the reweighted estimates.
+    """
 
     x: Tensor
     energy: Tensor
     log_w: Tensor
     ess: float
+    warning: str | None = None
     estimates: dict[str, dict[str, Estimate]] = field(default_factory=dict)
 
+    @property
+    def ess_too_low(self) -> bool:
+        return self.warning is not None
+
     def as_dict(self) -> dict:
-        out = {"n": int(self.x.shape[0]), "ess": self.ess}
+        n = int(self.x.shape[0])
+        out = {
+            "n": n,
+            "ess": self.ess,
+            "ess_samples": self.ess * n,
+            "ess_too_low": self.ess_too_low,
+            "ess_warning": self.warning,
+        }
         for name, ests in self.estimates.items():
             for kind, est in ests.items():
                 out[f"{name}/{kind}"] = est.mean
-                out[f"{name}/{kind}_stderr"] = est.stderr
+                out[f"{name}/{kind}_stderr"] = est.stderr  # None (null): withheld
         return out
 
 
@@ -82,25 +99,25 @@ def reweight(
     u: Tensor,
     log_w: Tensor,
     energy,
-    observables: list,
+    observables: Sequence | Mapping,
     reference: Tensor | None = None,
-    seed: int = 0,
 ) -> ReweightReport:
-    """Raw and reweighted expectations of each observable (and the MCMC reference's mean)."""
-    report = ReweightReport(x, u, log_w, kish_ess(log_w))
-    g = torch.Generator().manual_seed(seed)
-    for spec in observables:
-        fn = resolve_observable(spec)
-        name = spec if isinstance(spec, str) else getattr(spec, "__name__", "observable")
+    """Raw and reweighted expectations of each observable (and the MCMC reference's mean).
+
+    Args:
+        x: ``(B, n·d)`` generator samples; ``u`` and ``log_w`` their ``(B,)`` reduced energies
+            and log-weights (:func:`sample_and_weigh`).
+        energy: the reduced energy, passed to the observables.
+        observables: specs for :func:`~molfff.boltzmann.reweight.resolve_observables`, or its
+            result.
+        reference: ``(N, n·d)`` equilibrium samples whose plain means are reported alongside.
+    """
+    report = ReweightReport(x, u, log_w, kish_ess(log_w), low_ess_reason(log_w))
+    for name, fn in resolve_observables(observables).items():
         values = fn(x.double(), energy).double()
-        ests = {
-            "raw": reweighted_mean(values, generator=g),
-            "reweighted": reweighted_mean(values, log_w, generator=g),
-        }
+        ests = {"raw": reweighted_mean(values), "reweighted": reweighted_mean(values, log_w)}
         if reference is not None:
-            ests["reference"] = reweighted_mean(
-                fn(reference.double(), energy).double(), generator=g
-            )
+            ests["reference"] = reweighted_mean(fn(reference.double(), energy).double())
         report.estimates[name] = ests
     return report
 
@@ -142,6 +159,13 @@ def plot_reweighting(report: ReweightReport, energy, reference: Tensor | None, p
     )
     axes[0].set_xlabel("reduced energy u(x)")
     axes[0].set_title(f"{energy.name}: ESS {100 * report.ess:.1f}%")
+    if report.ess_too_low:
+        fig.suptitle(
+            f"ESS too low ({report.ess * len(u):.1f} effective samples): the reweighted "
+            "histograms rest on a few samples and are biased",
+            color="tab:red",
+            fontsize=9,
+        )
     count, mass = outside_window(report.energy, weights, lo, hi)
     if count:
         axes[0].text(

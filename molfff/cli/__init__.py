@@ -73,10 +73,13 @@ def parser() -> argparse.ArgumentParser:
         "--observable",
         action="append",
         metavar="NAME",
-        help="energy, mean_distance, or package.module:function taking (x, energy); "
-        "may be repeated (default: energy and mean_distance)",
+        help="energy, mean_distance, or module:function taking (x, energy) and returning (B,) "
+        "(module.py in the working folder, or an installed package.module); may be repeated "
+        "(default: energy and mean_distance)",
     )
-    r.add_argument("--plot", default=None, help="PNG path (default: RUN/reweight.png)")
+    r.add_argument(
+        "--plot", default=None, help="figure path, e.g. .png or .pdf (default: RUN/reweight.png)"
+    )
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--json", action="store_true", help="machine-readable output")
     r.add_argument(
