@@ -12,21 +12,22 @@ from molfff.errors import UserError
 def cmd_reweight(args) -> int:
     import torch
 
-    from molfff.boltzmann.data import load_split
-    from molfff.boltzmann.energies import get_energy
     from molfff.boltzmann.report import plot_reweighting, reweight, sample_and_weigh
-    from molfff.train.runner import load_model, resolve_checkpoint
+    from molfff.train.runs import load_model, resolve_checkpoint
+    from molfff.train.task import Reweightable, supports
+    from molfff.train.tasks import build_task
 
     if args.n <= 1:
         raise UserError(f"--n must be at least 2, got {args.n}")
     config, module, ckpt = load_model(args.checkpoint, Path(args.runs))
-    if config.data.name != "boltzmann":
+    task = build_task(config.data, config.seed)
+    if not supports(task, Reweightable):
         raise UserError(
             f"{ckpt} is a {config.data.name} model; reweighting needs a "
             "Boltzmann generator (data.name: boltzmann)"
         )
-    energy = get_energy(config.data.system)
-    reference = load_split(config.data.system, "test", config.data.root)
+    energy = task.energy()
+    reference = task.reference("test")
     torch.manual_seed(args.seed)
     note(f"reweighting {args.n} samples of {ckpt} to exp(-u) of {energy.name}")
     if args.batch_size <= 0:
