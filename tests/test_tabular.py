@@ -105,6 +105,7 @@ def test_relative_root_resolves_from_repo_root(tmp_path, monkeypatch):
 @needs_fixture
 def test_fast_config_trains_on_fixture(tmp_path):
     from molfff.train.config import load_config
+    from molfff.train.dense import MiniBooNETask
     from molfff.train.runner import train
     from tests.helpers import QUIET
 
@@ -112,10 +113,10 @@ def test_fast_config_trains_on_fixture(tmp_path):
         "miniboone", QUIET + [f"run.root={tmp_path}", "trainer.max_epochs=1"], fast=True
     )
     assert cfg.data.name == "miniboone" and cfg.data.root == FIXTURE_REL
-    task = miniboone_task(
+    data = miniboone_task(
         cfg.data.root, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.seed
     )
-    metrics = train(cfg, task=task).metrics
+    metrics = train(cfg, task=MiniBooNETask(cfg.data, cfg.seed, data)).metrics
     assert math.isfinite(metrics["nll"]) and math.isfinite(metrics["reconstruction"])
 
 
