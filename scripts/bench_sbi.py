@@ -66,9 +66,10 @@ from molfff.dense.sbi import (
     simulate_splits,
 )
 from molfff.dense.sbi_task import c2st_metrics
-from molfff.dense.splits import DenseTask, Split
+from molfff.dense.splits import DenseData, Split
 from molfff.errors import UserError
 from molfff.train.config import load_config
+from molfff.train.dense import SbiTask
 from molfff.train.runner import train
 
 FIELDS = (
@@ -155,7 +156,8 @@ def run_fff(task: str, budget: int, splits: dict[str, Split], args) -> tuple[dic
             early_stopping=args.c2st_early_stopping,
         )
 
-    dense_task = DenseTask(f"sbi/{task}/{budget}", splits, extra_metrics=c2st_per_observation)
+    data = DenseData(f"sbi/{task}/{budget}", splits, extra_metrics=c2st_per_observation)
+    dense_task = SbiTask(config.data, config.seed, data)
     timer = TrainTimer()
     result = train(config, progress=False, callbacks=[timer], task=dense_task)
     scores = {k: result.metrics[f"c2st/obs{k}"] for k in range(1, args.observations + 1)}

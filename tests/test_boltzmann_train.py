@@ -9,7 +9,8 @@ from molfff.boltzmann.data import REFERENCE_DIR
 from molfff.errors import UserError
 from molfff.testing import random_orthogonal
 from molfff.train.config import load_config
-from molfff.train.runner import load_model, train
+from molfff.train.runner import train
+from molfff.train.runs import load_model
 from tests.helpers import QUIET
 
 pytestmark = pytest.mark.skipif(not REFERENCE_DIR.is_dir(), reason="no reference DW4 data")

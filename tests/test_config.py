@@ -57,3 +57,21 @@ def test_bad_yaml_file(tmp_path):
     path.write_text("- a list\n")
     with pytest.raises(UserError, match="must be a mapping"):
         load_config(str(path))
+
+
+def test_data_keys_belong_to_their_task():
+    assert load_config("toy2d", ["data.density=blobs"]).data.density == "blobs"
+    assert load_config("sbi/two_moons", ["data.budget=500"]).data.budget == 500
+    with pytest.raises(UserError, match=r"data.density for data.name=qm9; valid keys: batch_size"):
+        load_config("qm9", ["data.density=blobs"])
+    with pytest.raises(UserError, match="data.budget for data.name=toy2d"):
+        load_config("toy2d", ["data.budget=500"])
+    with pytest.raises(UserError, match="unknown task 'qm10'; choose from toy2d"):
+        build_config({"data": {"name": "qm10"}})
+
+
+def test_a_task_can_be_named_by_its_class_path():
+    cfg = build_config({"data": {"name": "molfff.train.dense:Toy2dTask", "density": "blobs"}})
+    assert cfg.data.density == "blobs"
+    with pytest.raises(UserError, match="cannot be imported"):
+        build_config({"data": {"name": "molfff.train.dense:NoSuchTask"}})

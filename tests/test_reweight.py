@@ -185,13 +185,13 @@ def test_reweight_command_checks_arguments_before_loading(tmp_path, monkeypatch,
     """An unknown observable, a bad --n / --batch-size or an unwritable --plot ends in one
     message before any checkpoint is loaded or any sample drawn."""
     import molfff.boltzmann.report
-    import molfff.train.runner
+    import molfff.train.runs
     from molfff.cli import main
 
     def never(*args, **kwargs):
         raise AssertionError("long work started before the arguments were checked")
 
-    monkeypatch.setattr(molfff.train.runner, "load_model", never)
+    monkeypatch.setattr(molfff.train.runs, "load_model", never)
     monkeypatch.setattr(molfff.boltzmann.report, "sample_and_weigh", never)
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

@@ -117,17 +117,32 @@ def test_simulator_rejects_bad_parameters():
 
 
 def test_zscore_from_training_split():
-    train = sbi.simulate_splits("gaussian_mixture", 500, seed=0, n_test=10)["train"]
-    z = sbi.zscore_stats(train)
-    for v in (z.theta(train.x), z.x(train.c)):
+    """The SBI task's module standardises theta and x with the training simulations' statistics
+    (constant dimensions centred, not scaled) and reports densities in original units."""
+    from molfff.dense.splits import DenseData
+    from molfff.train.config import load_config
+    from molfff.train.dense import SbiTask
+
+    config = load_config("sbi/gaussian_mixture", ["data.budget=500", "data.n_test=10"])
+    task = SbiTask(config.data, 0)
+    module = task.new_module(config)
+    train = task.data.splits["train"]
+    assert torch.equal(
+        train.x, sbi.simulate_splits("gaussian_mixture", 500, 0, n_test=10)["train"].x
+    )
+    for v in (module.standardize_x(train.x), module.standardize_c(train.c)):
         torch.testing.assert_close(v.mean(0), torch.zeros(2), atol=1e-5, rtol=0)
         torch.testing.assert_close(v.std(0), torch.ones(2), atol=1e-5, rtol=0)
-    torch.testing.assert_close(z.theta_inverse(z.theta(train.x)), train.x)
-    assert z.log_det_theta == pytest.approx(float(train.x.std(0).log().sum()), rel=1e-5)
-    constant = sbi.zscore_stats(Split(torch.randn(10, 2), torch.ones(10, 3)))
-    assert torch.equal(constant.x_std, torch.ones(3))
-    with pytest.raises(ValueError, match="conditioning"):
-        sbi.zscore_stats(Split(torch.randn(10, 2)))
+    torch.testing.assert_close(module.standardize_x.inverse(module.standardize_x(train.x)), train.x)
+    assert float(module.log_scale) == pytest.approx(float(train.x.std(0).log().sum()), rel=1e-5)
+    theta = train.x[:5]
+    lp_std = module.flow.log_prob(module.standardize_x(theta), module.standardize_c(train.c[:5]))
+    torch.testing.assert_close(module.log_prob(theta, train.c[:5]), lp_std - module.log_scale)
+    constant = Split(torch.randn(10, 2), torch.ones(10, 3))
+    constant_task = SbiTask(
+        config.data, 0, DenseData("sbi", dict.fromkeys(task.data.splits, constant))
+    )
+    assert torch.equal(constant_task.new_module(config).standardize_c.scale, torch.ones(3))
 
 
 def test_slcp_distractors_follow_sbibm_recipe():

@@ -12,7 +12,8 @@ from molfff.dense.sbi import in_prior_support, observation  # noqa: E402
 from molfff.dense.sbi_task import c2st_metrics, posterior_samples  # noqa: E402
 from molfff.errors import UserError  # noqa: E402
 from molfff.train.config import load_config  # noqa: E402
-from molfff.train.runner import load_model, train  # noqa: E402
+from molfff.train.runner import train  # noqa: E402
+from molfff.train.runs import load_model  # noqa: E402
 from tests.helpers import QUIET  # noqa: E402
 
 FAST = QUIET + ["data.budget=600", "data.n_test=300", "data.c2st_observations=0"]
@@ -30,7 +31,9 @@ def test_two_moons_trains_and_conditions_on_x(tmp_path):
     run = train(load_config("sbi/two_moons", FAST + [f"run.root={tmp_path}"], fast=True))
     assert math.isfinite(run.metrics["nll"]) and run.metrics["n"] == 300
     _, module, _ = load_model(run.run_dir)
-    assert module.c_scale.shape == (2,) and (module.c_scale != 1).all()  # x was z-scored
+    assert (
+        module.standardize_c.scale.shape == (2,) and (module.standardize_c.scale != 1).all()
+    )  # x was z-scored
     x_o = observation("two_moons", 1)
     theta = module.sample(50, x_o, generator=torch.Generator().manual_seed(0))
     assert theta.shape == (50, 2)

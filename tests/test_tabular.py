@@ -47,8 +47,8 @@ def test_fixture_split_is_contiguous_and_normalised_with_train_val_rows():
     assert {k: len(s.x) for k, s in splits.items()} == {"train": 1234, "val": 137, "test": 152}
     assert all(s.x.dtype == torch.float32 and s.c is None for s in splits.values())
     ref = x[:1371]  # train + val rows, MAF's normalisation statistics
-    np.testing.assert_allclose(norm.mean.numpy(), ref.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(norm.std.numpy(), ref.std(0), rtol=1e-12)  # ddof=0, as np.std
+    np.testing.assert_allclose(norm.shift.numpy(), ref.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(norm.scale.numpy(), ref.std(0), rtol=1e-12)  # ddof=0, as np.std
     for name, rows in (("train", x[:1234]), ("val", x[1234:1371]), ("test", x[1371:])):
         expected = (rows - ref.mean(0)) / ref.std(0)
         np.testing.assert_allclose(splits[name].x.numpy(), expected, rtol=1e-5, atol=1e-5)
@@ -56,7 +56,7 @@ def test_fixture_split_is_contiguous_and_normalised_with_train_val_rows():
     torch.testing.assert_close(
         z.mean(0), torch.zeros(N_FEATURES, dtype=torch.float64), atol=1e-5, rtol=0
     )
-    assert math.isclose(norm.log_abs_det, float(np.log(ref.std(0)).sum()), rel_tol=1e-12)
+    assert math.isclose(float(norm.log_abs_det), float(np.log(ref.std(0)).sum()), rel_tol=1e-12)
     back = norm.inverse(splits["test"].x.double())
     np.testing.assert_allclose(back.numpy(), x[1371:], rtol=1e-5, atol=1e-4 * x.std(0).max())
 
@@ -69,11 +69,11 @@ def test_statistics_never_see_test_rows():
     for stats in ("train+val", "train"):
         _, a = miniboone_splits(x, stats=stats)
         _, b = miniboone_splits(changed, stats=stats)
-        torch.testing.assert_close(a.mean, b.mean, rtol=0, atol=0)
-        torch.testing.assert_close(a.std, b.std, rtol=0, atol=0)
+        torch.testing.assert_close(a.shift, b.shift, rtol=0, atol=0)
+        torch.testing.assert_close(a.scale, b.scale, rtol=0, atol=0)
     _, train_only = miniboone_splits(x, stats="train")
-    np.testing.assert_allclose(train_only.mean.numpy(), x[:1234].mean(0), rtol=1e-12)
-    np.testing.assert_allclose(train_only.std.numpy(), x[:1234].std(0), rtol=1e-12)
+    np.testing.assert_allclose(train_only.shift.numpy(), x[:1234].mean(0), rtol=1e-12)
+    np.testing.assert_allclose(train_only.scale.numpy(), x[:1234].std(0), rtol=1e-12)
 
 
 @needs_fixture
@@ -105,6 +105,7 @@ def test_relative_root_resolves_from_repo_root(tmp_path, monkeypatch):
 @needs_fixture
 def test_fast_config_trains_on_fixture(tmp_path):
     from molfff.train.config import load_config
+    from molfff.train.dense import MiniBooNETask
     from molfff.train.runner import train
     from tests.helpers import QUIET
 
@@ -112,10 +113,10 @@ def test_fast_config_trains_on_fixture(tmp_path):
         "miniboone", QUIET + [f"run.root={tmp_path}", "trainer.max_epochs=1"], fast=True
     )
     assert cfg.data.name == "miniboone" and cfg.data.root == FIXTURE_REL
-    task = miniboone_task(
+    data = miniboone_task(
         cfg.data.root, cfg.data.n_train, cfg.data.n_val, cfg.data.n_test, cfg.seed
     )
-    metrics = train(cfg, task=task).metrics
+    metrics = train(cfg, task=MiniBooNETask(cfg.data, cfg.seed, data)).metrics
     assert math.isfinite(metrics["nll"]) and math.isfinite(metrics["reconstruction"])
 
 

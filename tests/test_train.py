@@ -11,7 +11,8 @@ from molfff.errors import UserError
 from molfff.train.beta_search import judge, search_beta
 from molfff.train.checkpoint import read_checkpoint
 from molfff.train.config import load_config
-from molfff.train.runner import load_model, train
+from molfff.train.runner import train
+from molfff.train.runs import load_model
 from tests.helpers import QUIET, small
 
 

@@ -8,12 +8,12 @@ import torch
 
 from molfff.boltzmann.data import load_split
 from molfff.boltzmann.energies import get_energy
-from molfff.dense.splits import DenseTask, Split
+from molfff.dense.splits import DenseData, Split
 
 
 def boltzmann_task(
     system: str, n_train: int, n_val: int, n_test: int, seed: int, root: str | Path | None = None
-) -> DenseTask:
+) -> DenseData:
     """Train/validation/test samples of DW4, LJ13 or LJ55, each capped at its ``n_*``.
 
     Rows are kept in file order up to the cap (a seeded random subset when capping), so the
@@ -27,6 +27,6 @@ def boltzmann_task(
         if cap < len(x):
             x = x[torch.randperm(len(x), generator=g)[:cap]]
         splits[split] = Split(x)
-    return DenseTask(
+    return DenseData(
         f"boltzmann/{energy.name}", splits, particles=(energy.n_particles, energy.spatial_dim)
     )

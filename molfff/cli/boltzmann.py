@@ -21,25 +21,26 @@ def cmd_reweight(args) -> int:
     if args.batch_size <= 0:
         raise UserError(f"--batch-size must be positive, got {args.batch_size}")
     observables = resolve_observables(args.observable or ["energy", "mean_distance"])
-    from molfff.train.runner import resolve_checkpoint  # imports Lightning: seconds
+    from molfff.train.runs import resolve_checkpoint  # imports Lightning: seconds
 
     ckpt = resolve_checkpoint(args.checkpoint, Path(args.runs))
     plot = Path(args.plot) if args.plot else ckpt.parent.parent / "reweight.png"
     check_figure_path(plot, hint="" if args.plot else "; pass --plot PATH")
 
-    from molfff.boltzmann.data import load_split
-    from molfff.boltzmann.energies import get_energy
     from molfff.boltzmann.report import plot_reweighting, reweight, sample_and_weigh
-    from molfff.train.runner import load_model
+    from molfff.train.runs import load_model
+    from molfff.train.task import Reweightable, supports
+    from molfff.train.tasks import build_task
 
     config, module, ckpt = load_model(ckpt)
-    if config.data.name != "boltzmann":
+    task = build_task(config.data, config.seed)
+    if not supports(task, Reweightable):
         raise UserError(
             f"{ckpt} is a {config.data.name} model; reweighting needs a "
             "Boltzmann generator (data.name: boltzmann)"
         )
-    energy = get_energy(config.data.system)
-    reference = load_split(config.data.system, "test", config.data.root)
+    energy = task.energy()
+    reference = task.reference("test")
     for name, fn in observables.items():
         check_observable(name, fn, reference[:2], energy)
     torch.manual_seed(args.seed)

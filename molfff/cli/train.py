@@ -12,7 +12,8 @@ from molfff.errors import UserError
 
 def cmd_train(args) -> int:
     from molfff.train.config import load_config
-    from molfff.train.runner import load_run_config, make_run_dir, train
+    from molfff.train.runner import train
+    from molfff.train.runs import load_run_config, make_run_dir
 
     if args.resume:
         run_dir = Path(args.config)
@@ -28,7 +29,8 @@ def cmd_train(args) -> int:
         run_dir = None
     from molfff.train.tasks import build_task
 
-    task = build_task(config.data, config.seed)  # bad data settings fail before any folder exists
+    task = build_task(config.data, config.seed)
+    task.prepare()  # bad data settings fail before any folder exists
     if args.run_dir:
         run_dir = Path(args.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from molfff.fff.standardize import Standardize
+
 
 def _as_2d(name: str, a: Tensor | np.ndarray) -> Tensor:
     a = torch.as_tensor(a)
@@ -94,9 +96,8 @@ def c2st(
             f"C2ST: need at least n_folds={n_folds} samples each, got {len(x)} and {len(y)}"
         )
     if z_score:
-        mean, std = x.mean(dim=0), x.std(dim=0)
-        std = torch.where(std > 0, std, torch.ones_like(std))
-        x, y = (x - mean) / std, (y - mean) / std
+        standardize = Standardize.from_data(x, min_std=torch.finfo(x.dtype).tiny)
+        x, y = standardize(x), standardize(y)
     x, y = _balanced(x, y, seed)
     dim = x.shape[1]
     clf = MLPClassifier(

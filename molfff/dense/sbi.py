@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from molfff.dense.c2st import c2st
-from molfff.dense.splits import DenseTask, Split
+from molfff.dense.splits import Split
 from molfff.errors import UserError
 
 TASK_NAMES = (
@@ -303,54 +303,3 @@ def simulate_splits(
     train = Split(both.x[n_val:], both.c[n_val:])
     val = Split(both.x[:n_val], both.c[:n_val])
     return {"train": train, "val": val, "test": simulate(task_name, n_test, seed, _TEST)}
-
-
-@dataclass(frozen=True)
-class ZScore:
-    """Per-dimension standardisation ``(v - mean) / std`` of ``theta`` and ``x``.
-
-    The density of ``theta`` follows from that of ``z = (theta - mean) / std`` as
-    ``log p(theta | x) = log p(z | x) - sum(log std_theta)`` (:attr:`log_det_theta`).
-    """
-
-    theta_mean: Tensor
-    theta_std: Tensor
-    x_mean: Tensor
-    x_std: Tensor
-
-    def theta(self, theta: Tensor) -> Tensor:
-        return (theta - self.theta_mean) / self.theta_std
-
-    def theta_inverse(self, z: Tensor) -> Tensor:
-        return z * self.theta_std + self.theta_mean
-
-    def x(self, x: Tensor) -> Tensor:
-        return (x - self.x_mean) / self.x_std
-
-    @property
-    def log_det_theta(self) -> float:
-        """``sum(log std_theta)``: add to an NLL of standardised ``theta`` for one of ``theta``."""
-        return float(self.theta_std.log().sum())
-
-
-def zscore_stats(train: Split, min_std: float = 1e-8) -> ZScore:
-    """Means and standard deviations of the training simulations; a dimension whose standard
-    deviation is below ``min_std`` (constant data) is centred but not scaled."""
-    if train.c is None:
-        raise ValueError("zscore_stats needs a split with conditioning c (the simulated data x)")
-    if len(train.x) < 2:
-        raise ValueError(f"zscore_stats needs at least 2 simulations, got {len(train.x)}")
-
-    def stats(v: Tensor) -> tuple[Tensor, Tensor]:
-        std = v.std(dim=0)
-        return v.mean(dim=0), torch.where(std >= min_std, std, torch.ones_like(std))
-
-    return ZScore(*stats(train.x), *stats(train.c))
-
-
-def sbi_dense_task(
-    task_name: str, budget: int, seed: int, val_fraction: float = 0.1, n_test: int = 10_000
-) -> DenseTask:
-    """:func:`simulate_splits` as a :class:`DenseTask` named ``sbi/<task>/<budget>``."""
-    splits = simulate_splits(task_name, budget, seed, val_fraction, n_test)
-    return DenseTask(f"sbi/{task_name}/{budget}", splits)

@@ -18,7 +18,7 @@ from molfff.dense.sbi import (
     reference_posterior_samples,
     simulate_splits,
 )
-from molfff.dense.splits import DenseTask
+from molfff.dense.splits import DenseData
 from molfff.errors import UserError
 
 
@@ -88,7 +88,7 @@ def c2st_metrics(
 
 def sbi_training_task(
     task_name: str, budget: int, seed: int, n_test: int, c2st_observations: int
-) -> DenseTask:
+) -> DenseData:
     """Simulations for training (``budget``, 10% held out for validation) and a test set."""
     if not 0 <= c2st_observations <= NUM_OBSERVATIONS:
         raise UserError(
@@ -96,7 +96,7 @@ def sbi_training_task(
             f"got {c2st_observations}"
         )
     splits = simulate_splits(task_name, budget, seed, n_test=n_test)
-    return DenseTask(
+    return DenseData(
         f"sbi/{task_name}/{budget}",
         splits,
         extra_metrics=lambda model: c2st_metrics(model, task_name, c2st_observations),

@@ -34,7 +34,7 @@ class Split:
 
 
 @dataclass
-class DenseTask:
+class DenseData:
     """Splits of a dense data set and what the task knows about them.
 
     Attributes:

@@ -38,21 +38,22 @@ Normalisation (MAF ``load_data_normalised``): every split is z-scored with the m
 standard deviation (``np.std``, i.e. ``ddof=0``) of the training *and* validation rows together;
 the test rows never enter the statistics. MAF then casts to float32. Published MINIBOONE
 log-likelihoods are in these normalised units, so :func:`miniboone_task` returns the splits in
-them; ``NLL_raw = NLL_normalised + sum(log std)`` (:attr:`Normalization.log_abs_det`).
+them; ``NLL_raw = NLL_normalised + sum(log std)``
+(:attr:`~molfff.fff.standardize.Standardize.log_abs_det`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from molfff.dense.splits import DenseTask, Split
+from molfff.dense.splits import DenseData, Split
 from molfff.errors import UserError
+from molfff.fff.standardize import Standardize
 
 N_FEATURES = 43
 N_RAW_FEATURES = 50
@@ -65,27 +66,6 @@ DIR_CANDIDATES = ("data.npy", "MiniBooNE_PID.txt")
 
 class MiniBooNEError(UserError, ValueError):
     """A MINIBOONE file that is missing, unreadable, or not what the loader expects."""
-
-
-@dataclass(frozen=True)
-class Normalization:
-    """The z-scoring ``z = (x - mean) / std`` of a data set, ``mean`` and ``std`` ``(D,)``."""
-
-    mean: Tensor
-    std: Tensor
-
-    def __call__(self, x: Tensor) -> Tensor:
-        """``(B, D) -> (B, D)`` normalised."""
-        return (x - self.mean.to(x)) / self.std.to(x)
-
-    def inverse(self, z: Tensor) -> Tensor:
-        """``(B, D) -> (B, D)`` back in raw units."""
-        return z * self.std.to(z) + self.mean.to(z)
-
-    @property
-    def log_abs_det(self) -> float:
-        """``sum_d log std_d``: add it to an NLL in normalised units to get raw units."""
-        return float(self.std.log().sum())
 
 
 def resolve_path(path: str | Path) -> Path:
@@ -307,7 +287,7 @@ def split_sizes(n: int) -> tuple[int, int, int]:
 
 def miniboone_splits(
     data: np.ndarray | Tensor, stats: str = "train+val"
-) -> tuple[dict[str, Split], Normalization]:
+) -> tuple[dict[str, Split], Standardize]:
     """MAF's split and normalisation of preprocessed MINIBOONE rows.
 
     The split is deterministic (row order, see :func:`split_sizes`); each split is z-scored,
@@ -321,7 +301,7 @@ def miniboone_splits(
 
     Returns:
         ``{"train", "val", "test"}`` float32 :class:`Split` s, and the float64
-        :class:`Normalization` applied.
+        :class:`~molfff.fff.standardize.Standardize` applied.
 
     Raises:
         ValueError: for a wrong shape, non-finite values or an unknown ``stats``.
@@ -346,14 +326,14 @@ def miniboone_splits(
             f"MINIBOONE feature {int(torch.nonzero(std == 0)[0])} is constant over the "
             f"{stats} rows; it cannot be normalised"
         )
-    norm = Normalization(ref.mean(dim=0), std)
+    norm = Standardize.from_data(ref, correction=0)
     splits = {name: Split(norm(part).float()) for name, part in parts.items()}
     return splits, norm
 
 
 def miniboone_task(
     path: str | Path | None, n_train: int, n_val: int, n_test: int, seed: int
-) -> DenseTask:
+) -> DenseData:
     """MINIBOONE in MAF's normalised units, each split capped at its ``n_*``.
 
     The statistics come from the whole standard split, so capping does not change the units;
@@ -377,4 +357,4 @@ def miniboone_task(
         x = splits[name].x
         if cap < len(x):
             splits[name] = Split(x[torch.randperm(len(x), generator=g)[:cap]])
-    return DenseTask("miniboone", splits)
+    return DenseData("miniboone", splits)

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor
 
-from molfff.dense.splits import DenseTask, Split
+from molfff.dense.splits import DenseData, Split
 from molfff.errors import UserError
 
 
@@ -70,7 +70,7 @@ def get_density(name: str) -> GaussianMixture2D:
     return DENSITIES[name]()
 
 
-def toy2d_task(density: str, n_train: int, n_val: int, n_test: int, seed: int) -> DenseTask:
+def toy2d_task(density: str, n_train: int, n_val: int, n_test: int, seed: int) -> DenseData:
     """Train/validation/test samples of a named density, reproducible from ``seed``."""
     p = get_density(density)
     g = torch.Generator().manual_seed(seed)
@@ -78,4 +78,4 @@ def toy2d_task(density: str, n_train: int, n_val: int, n_test: int, seed: int) -
         name: Split(p.sample(n, generator=g).float())
         for name, n in (("train", n_train), ("val", n_val), ("test", n_test))
     }
-    return DenseTask(f"toy2d/{density}", splits, p.log_prob)
+    return DenseData(f"toy2d/{density}", splits, p.log_prob)

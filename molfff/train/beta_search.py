@@ -13,10 +13,11 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from molfff.dense.splits import DenseTask
 from molfff.errors import UserError
 from molfff.train.config import Config
 from molfff.train.runner import EpochHistory, build, make_trainer, quiet_lightning
+from molfff.train.task import BetaSearchable, Task, supports
+from molfff.train.tasks import build_task
 
 
 @dataclass
@@ -56,7 +57,7 @@ def judge(
     return True, "stable"
 
 
-def run_trial(config: Config, beta: float, task: DenseTask | None = None) -> BetaTrial:
+def run_trial(config: Config, beta: float, task: Task | None = None) -> BetaTrial:
     """Train ``beta_search.epochs`` epochs at ``beta`` without checkpoints or loggers."""
     cfg = dataclasses.replace(
         config,
@@ -71,12 +72,8 @@ def run_trial(config: Config, beta: float, task: DenseTask | None = None) -> Bet
             strategy="auto",
         ),
     )
+    task = searchable_task(config, task)
     module, dm, task = build(cfg, task)
-    if not isinstance(task, DenseTask):
-        raise UserError(
-            "the beta search is implemented for dense and particle tasks; for "
-            "molecules, compare runs at several loss.beta by hand"
-        )
     history = EpochHistory()
     trainer = make_trainer(cfg, None, [history], checkpoints=False, loggers=False, progress=False)
     try:
@@ -86,13 +83,28 @@ def run_trial(config: Config, beta: float, task: DenseTask | None = None) -> Bet
     nll = [row.get("val/nll", math.nan) for row in history.rows]
     recon = [row.get("val/reconstruction", math.nan) for row in history.rows]
     stable, reason = judge(
-        nll, recon, dm.dim, config.beta_search.nll_jump, config.beta_search.recon_tol
+        nll, recon, task.data_dim(), config.beta_search.nll_jump, config.beta_search.recon_tol
     )
     return BetaTrial(beta, nll, recon, stable, reason)
 
 
+def searchable_task(config: Config, task: Task | None = None) -> Task:
+    """The config's task, checked to support the search before any data are loaded.
+
+    Raises:
+        UserError: the task has no beta search (e.g. molecules).
+    """
+    task = build_task(config.data, config.seed) if task is None else task
+    if not supports(task, BetaSearchable):
+        raise UserError(
+            f"the beta search is implemented for dense and particle tasks; for "
+            f"{config.data.name}, compare runs at several loss.beta by hand"
+        )
+    return task
+
+
 def search_beta(
-    config: Config, report=print, task: DenseTask | None = None
+    config: Config, report=print, task: Task | None = None
 ) -> tuple[float, list[BetaTrial]]:
     """Run the trials and pick a beta: the best final NLL among stable ones.
 
@@ -100,6 +112,7 @@ def search_beta(
     at small beta is the usual failure, and a larger one is the safe direction.
     """
     quiet_lightning()
+    task = searchable_task(config, task)
     trials = []
     for beta in candidate_betas(config):
         trial = run_trial(config, beta, task)

@@ -1,7 +1,12 @@
-"""Run configuration: typed dataclasses, loaded from YAML, with dotted command-line overrides.
+"""Run configuration: OmegaConf structured configs from YAML, with ``key=value`` overrides.
 
-``load_config("toy2d", ["loss.beta=20"])`` reads ``configs/toy2d.yaml``, applies the overrides and
-checks every key and type, raising :class:`molfff.errors.UserError` with the offending key.
+``load_config("toy2d", ["loss.beta=20"])`` reads ``configs/toy2d.yaml`` (and the files its
+``extends:`` chain names), applies the ``fast:`` preset if asked and the overrides
+(``OmegaConf.from_dotlist``), and merges all of it into the schema (``OmegaConf.structured``), which
+refuses unknown keys and wrong types; :class:`molfff.errors.UserError` names the key. The ``data``
+section's schema is the task's own (:attr:`molfff.train.task.Task.data_config`, chosen by
+``data.name``): ``data.density`` exists for toy2d only, ``data.budget`` for sbi, and so on. The
+result is a plain :class:`Config` dataclass (``OmegaConf.to_object``).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from molfff.errors import UserError
 
@@ -22,28 +29,21 @@ REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 @dataclass
 class DataConfig:
-    """What to train on. ``name`` selects the application; the rest are its settings.
+    """What to train on: the keys every task has. ``name`` selects the task (see
+    :mod:`molfff.train.tasks`), whose own schema (a subclass) adds its keys.
 
-    ``toy2d`` uses ``density``; ``boltzmann`` uses ``system`` (DW4, LJ13, LJ55) and ``root`` (a
-    folder of ``{split}_split_{system}.npy`` files; default: the reference data, then data/).
-    ``sbi`` uses ``task`` (an sbibm task), ``budget`` (simulations for training + validation)
-    and ``c2st_observations`` (how many of the 10 observations to score by C2ST after training).
-    ``n_train``/``n_val``/``n_test`` cap the number of samples drawn or used per split.
+    ``n_train``/``n_val``/``n_test`` cap the number of samples drawn or used per split; ``root``
+    is where a task's data files are, for tasks that read files (boltzmann, miniboone).
     """
 
     name: str = "toy2d"
-    density: str = "ring"
-    system: str = "DW4"
-    root: str | None = None
-    task: str = "two_moons"
-    budget: int = 10000
-    c2st_observations: int = 10
     n_train: int = 20000
     n_val: int = 5000
     n_test: int = 20000
     batch_size: int = 256
     standardize: bool = True
     num_workers: int = 0
+    root: str | None = None
 
 
 @dataclass
@@ -170,99 +170,197 @@ class Config:
         return dataclasses.asdict(self)
 
 
-def _check_value(value: Any, hint: Any, key: str) -> Any:
-    """Coerce ``value`` to the annotated type or raise a UserError naming ``key``."""
-    if hint is Any:
-        return value
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
+# keys of the flat `data` section before per-task schemas, dropped from saved configs where
+# they do not apply (every old config held all of them)
+LEGACY_DATA_KEYS = ("density", "system", "task", "budget", "c2st_observations")
+
+CHOICES = {
+    "optim.schedule": ("onecycle", "exponential", "constant"),
+    "logger.wandb": ("offline", "online", "disabled"),
+    "loss.decoder_jvp": ("forward", "reverse"),
+}
+POSITIVE = (
+    "data.batch_size",
+    "data.n_train",
+    "data.n_val",
+    "data.n_test",
+    "data.budget",
+    "optim.lr",
+    "trainer.max_epochs",
+    "loss.hutchinson_samples",
+    "beta_search.epochs",
+    "trainer.eval_batch_size",
+    "trainer.jacobian_chunk",
+    "trainer.limit_val_batches",
+)
+NON_NEGATIVE = ("loss.beta", "loss.noise_std", "optim.weight_decay")
+
+
+def data_schema(name: str) -> type[DataConfig]:
+    """The ``data`` schema of the task ``name`` (a UserError listing the tasks if unknown)."""
+    from molfff.train.tasks import task_class
+
+    return task_class(name).data_config
+
+
+def _describe(hint: Any) -> str:
+    """A type annotation in words, for error messages."""
+    words = {int: "an integer", float: "a number", bool: "true/false", str: "a string"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
         args = typing.get_args(hint)
-        if value is None and type(None) in args:
-            return None
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _check_value(value, arg, key)
-            except UserError:
-                pass
-        raise UserError(f"config key {key}: expected {hint}, got {value!r}")
-    if origin is list:
-        if not isinstance(value, list):
-            raise UserError(f"config key {key}: expected a list, got {value!r}")
-        (item,) = typing.get_args(hint)
-        return [_check_value(v, item, key) for v in value]
-    if hint is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"config key {key}: expected a mapping, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"config key {key}: expected true/false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"config key {key}: expected an integer, got {value!r}")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"config key {key}: expected a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise UserError(f"config key {key}: expected a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config annotation {hint} for {key}")
+        text = " or ".join(_describe(a) for a in args if a is not type(None))
+        return text + (" or null" if type(None) in args else "")
+    if typing.get_origin(hint) is list or hint is list:
+        return "a list"
+    if hint is dict or typing.get_origin(hint) is dict:
+        return "a mapping"
+    return words.get(hint, str(hint))
 
 
-def from_dict(cls: type, data: dict, prefix: str = "") -> Any:
-    """Build dataclass ``cls`` from a nested dict, rejecting unknown keys and wrong types."""
-    if not isinstance(data, dict):
-        where = prefix.rstrip(".") or "<top>"
-        raise UserError(f"config section {where} must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"in section {prefix.rstrip('.')}" if prefix else "at top level"
-        raise UserError(
-            f"unknown config key {prefix}{unknown[0]} {where}; "
-            f"valid keys: {', '.join(sorted(fields))}"
-        )
-    kwargs = {}
-    for name, value in data.items():
-        hint = hints[name]
-        if dataclasses.is_dataclass(hint):
-            kwargs[name] = from_dict(hint, value, f"{prefix}{name}.")
+def _user_error(err: OmegaConfBaseException, given: Any, data_name: str) -> UserError:
+    """One line naming the key: valid keys for an unknown one, the expected type for a bad value."""
+    key = str(err.full_key or "")
+    obj = err.object_type
+    is_schema = dataclasses.is_dataclass(obj)
+    fields = sorted(f.name for f in dataclasses.fields(obj)) if is_schema else []
+    if isinstance(err, ConfigKeyError):
+        section = key.rpartition(".")[0]
+        if section == "data":
+            where = f"for data.name={data_name}"
         else:
-            kwargs[name] = _check_value(value, hint, f"{prefix}{name}")
-    return cls(**kwargs)
+            where = f"in section {section}" if section else "at top level"
+        return UserError(f"unknown config key {key} {where}; valid keys: {', '.join(fields)}")
+    if isinstance(err, ValidationError) and is_schema and key:
+        name = key.rpartition(".")[2]
+        hint = typing.get_type_hints(obj).get(name)
+        value = OmegaConf.select(given, key, default=None)
+        value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        return UserError(f"config key {key}: expected {_describe(hint)}, got {value!r}")
+    return UserError(f"config key {key or '<top>'}: {str(err.msg or err).splitlines()[0]}")
 
 
-def set_dotted(data: dict, key: str, value: Any) -> None:
-    """Set ``data[a][b][c] = value`` for ``key = "a.b.c"``, creating sections as needed.
-
-    Unknown keys are reported later, by :func:`from_dict`, with the list of valid ones.
-    """
-    parts = key.strip().split(".")
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        node = node.setdefault(part, {})
-        if not isinstance(node, dict):
-            raise UserError(f"config key {'.'.join(parts[: i + 1])} is a value, not a section")
-    node[parts[-1]] = value
+def _check_sections(layer: dict, where: str) -> None:
+    """A section given a value (``loss=3``) gets its own message, before merging."""
+    for name, hint in typing.get_type_hints(Config).items():
+        if dataclasses.is_dataclass(hint) and name in layer and not isinstance(layer[name], dict):
+            raise UserError(
+                f"config section {name} must be a mapping, got {layer[name]!r} ({where})"
+            )
 
 
-def apply_override(data: dict, item: str) -> None:
-    """Apply one ``a.b.c=value`` override in place; the value is parsed as YAML."""
-    if "=" not in item:
+def _override_layer(item: str) -> dict:
+    """One ``a.b.c=value`` override as a nested dict; the value is parsed as YAML."""
+    if "=" not in item or item.startswith("="):
         raise UserError(f"override {item!r} must look like key=value (e.g. loss.beta=20)")
-    key, raw = item.split("=", 1)
     try:
-        value = yaml.safe_load(raw) if raw != "" else None
+        return OmegaConf.to_container(OmegaConf.from_dotlist([item]))
     except yaml.YAMLError as err:
-        raise UserError(f"override {item!r}: value is not valid YAML ({err})") from None
-    set_dotted(data, key, value)
+        reason = " ".join(str(err).split())
+        raise UserError(f"override {item!r}: value is not valid YAML ({reason})") from None
+    except OmegaConfBaseException as err:
+        raise UserError(f"override {item!r}: {str(err.msg or err).splitlines()[0]}") from None
+
+
+def _preset_layer(preset: dict) -> dict:
+    """The ``fast`` preset (dotted keys mapped to values) as a nested dict."""
+    layer = OmegaConf.create({})
+    for key, value in preset.items():
+        OmegaConf.update(layer, str(key), value, merge=True, force_add=True)
+    return OmegaConf.to_container(layer)
+
+
+def build_config(data: dict, overrides: list[str] = (), fast: bool = False) -> Config:
+    """Merge the ``fast`` preset (if asked), then the overrides, into ``data`` and validate.
+
+    Raises:
+        UserError: an unknown key (with the valid ones), a wrong type (key, expected type,
+            value), a bad value, or a malformed override.
+    """
+    if not isinstance(data, dict):
+        raise UserError(f"a config must be a mapping of sections, got {data!r}")
+    layers = [(data, "config")]
+    if fast:
+        preset = data.get("fast") or {}
+        if not preset:
+            raise UserError("this config has no `fast` preset")
+        if not isinstance(preset, dict):
+            raise UserError(f"config key fast: expected a mapping, got {preset!r}")
+        layers.append((_preset_layer(preset), "fast preset"))
+    layers += [(_override_layer(item), f"override {item}") for item in overrides]
+    for layer, where in layers:
+        _check_sections(layer, where)
+    try:
+        merged = OmegaConf.merge(*(OmegaConf.create(layer) for layer, _ in layers))
+    except OmegaConfBaseException as err:
+        raise UserError(f"config: {str(err.msg or err).splitlines()[0]}") from None
+    name = OmegaConf.select(merged, "data.name", default=DataConfig.name)
+    if not isinstance(name, str):
+        raise UserError(f"config key data.name: expected a string, got {name!r}")
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(Config(data=data_schema(name)())), merged)
+        config = OmegaConf.to_object(typed)
+    except OmegaConfBaseException as err:
+        raise _user_error(err, merged, name) from None
+    validate(config)
+    return config
+
+
+def config_from_dict(data: dict) -> Config:
+    """A :class:`Config` from the plain dict :meth:`Config.to_dict` gives (e.g. a checkpoint's)."""
+    return build_config(data)
+
+
+def legacy_config(data: dict) -> dict:
+    """A config dict saved before per-task ``data`` schemas, without the data keys that do not
+    apply to its task (old configs held every task's keys). Today's configs pass unchanged."""
+    section = data.get("data")
+    if not isinstance(section, dict) or not isinstance(section.get("name", "toy2d"), str):
+        return data
+    try:
+        fields = {f.name for f in dataclasses.fields(data_schema(section.get("name", "toy2d")))}
+    except UserError:  # an unknown task: reported when the config is built
+        return data
+    kept = {k: v for k, v in section.items() if k in fields or k not in LEGACY_DATA_KEYS}
+    return {**data, "data": kept}
+
+
+def validate(config: Config) -> None:
+    """Value checks that types cannot express; raises UserError naming the key."""
+    for key, allowed in CHOICES.items():
+        value = _get(config, key)
+        if value not in allowed:
+            raise UserError(f"config key {key}: {value!r} is not one of {', '.join(allowed)}")
+    for key in POSITIVE:
+        value = _get(config, key)
+        if value is not None and value <= 0:
+            raise UserError(f"config key {key} must be positive, got {value}")
+    for key in NON_NEGATIVE:
+        value = _get(config, key)
+        if value < 0:
+            raise UserError(f"config key {key} must be non-negative, got {value}")
+    interval = config.trainer.val_check_interval
+    if interval is not None and interval <= 0:
+        raise UserError(f"config key trainer.val_check_interval must be positive, got {interval}")
+    if config.trainer.max_time is not None and not _is_duration(config.trainer.max_time):
+        raise UserError(
+            f"config key trainer.max_time: {config.trainer.max_time!r} is not DD:HH:MM:SS"
+        )
+    if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
+        raise UserError(
+            f"config key optim.grad_clip must be positive or null, got {config.optim.grad_clip}"
+        )
+
+
+def _get(config: Config, key: str) -> Any:
+    """``config.a.b`` for ``"a.b"``; None where the task's schema has no such key."""
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name, None)
+
+
+def _is_duration(value) -> bool:
+    """Whether ``value`` is Lightning's ``DD:HH:MM:SS`` duration."""
+    parts = str(value).split(":")
+    return len(parts) == 4 and all(p.isdigit() for p in parts)
 
 
 def resolve_config_path(name: str) -> Path:
@@ -285,8 +383,9 @@ def resolve_config_path(name: str) -> Path:
 
 
 def read_yaml(path: Path) -> dict:
+    """A YAML mapping from ``path`` (empty file: ``{}``); one UserError for anything else."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(Path(path).read_text())
     except yaml.YAMLError as err:
         raise UserError(f"{path}: not valid YAML ({err})") from None
     except OSError as err:
@@ -298,91 +397,6 @@ def read_yaml(path: Path) -> dict:
             f"{path}: a config must be a mapping of sections, got {type(data).__name__}"
         )
     return data
-
-
-def build_config(data: dict, overrides: list[str] = (), fast: bool = False) -> Config:
-    """Merge overrides (after the ``fast`` preset, if asked) into ``data`` and validate."""
-    data = yaml.safe_load(yaml.safe_dump(data))  # deep copy of plain data
-    if fast:
-        preset = data.get("fast") or {}
-        if not preset:
-            raise UserError("this config has no `fast` preset")
-        for key, value in preset.items():
-            set_dotted(data, key, value)
-    for item in overrides:
-        apply_override(data, item)
-    config = from_dict(Config, data)
-    validate(config)
-    return config
-
-
-CHOICES = {
-    "optim.schedule": ("onecycle", "exponential", "constant"),
-    "logger.wandb": ("offline", "online", "disabled"),
-    "loss.decoder_jvp": ("forward", "reverse"),
-}
-
-
-def validate(config: Config) -> None:
-    """Value checks that types cannot express; raises UserError naming the key."""
-    for key, allowed in CHOICES.items():
-        section, name = key.split(".")
-        value = getattr(getattr(config, section), name)
-        if value not in allowed:
-            raise UserError(f"config key {key}: {value!r} is not one of {', '.join(allowed)}")
-    positive = {
-        "data.batch_size": config.data.batch_size,
-        "data.n_train": config.data.n_train,
-        "data.n_val": config.data.n_val,
-        "data.n_test": config.data.n_test,
-        "optim.lr": config.optim.lr,
-        "trainer.max_epochs": config.trainer.max_epochs,
-        "loss.hutchinson_samples": config.loss.hutchinson_samples,
-        "beta_search.epochs": config.beta_search.epochs,
-        "trainer.eval_batch_size": config.trainer.eval_batch_size,
-        "data.budget": config.data.budget,
-        "trainer.jacobian_chunk": config.trainer.jacobian_chunk,
-        "trainer.limit_val_batches": config.trainer.limit_val_batches,
-    }
-    for key, value in positive.items():
-        if value <= 0:
-            raise UserError(f"config key {key} must be positive, got {value}")
-    non_negative = {
-        "loss.beta": config.loss.beta,
-        "loss.noise_std": config.loss.noise_std,
-        "optim.weight_decay": config.optim.weight_decay,
-    }
-    for key, value in non_negative.items():
-        if value < 0:
-            raise UserError(f"config key {key} must be non-negative, got {value}")
-    interval = config.trainer.val_check_interval
-    if interval is not None and interval <= 0:
-        raise UserError(f"config key trainer.val_check_interval must be positive, got {interval}")
-    if config.trainer.max_time is not None and not _is_duration(config.trainer.max_time):
-        raise UserError(
-            f"config key trainer.max_time: {config.trainer.max_time!r} is not DD:HH:MM:SS"
-        )
-    if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
-        raise UserError(
-            f"config key optim.grad_clip must be positive or null, got {config.optim.grad_clip}"
-        )
-
-
-def _is_duration(value) -> bool:
-    """Whether ``value`` is Lightning's ``DD:HH:MM:SS`` duration."""
-    parts = str(value).split(":")
-    return len(parts) == 4 and all(p.isdigit() for p in parts)
-
-
-def deep_merge(base: dict, update: dict) -> dict:
-    """``base`` with ``update`` merged in, section by section."""
-    out = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
 
 
 def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
@@ -398,7 +412,11 @@ def read_config_file(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     base_path = path.parent / f"{parent}.yaml"
     if not base_path.is_file():
         base_path = resolve_config_path(parent)
-    return deep_merge(read_config_file(base_path, (*seen, path.resolve())), data)
+    base = read_config_file(base_path, (*seen, path.resolve()))
+    try:
+        return OmegaConf.to_container(OmegaConf.merge(base, data))
+    except OmegaConfBaseException as err:
+        raise UserError(f"{path}: cannot merge into {base_path} ({err.msg})") from None
 
 
 def load_config(name: str, overrides: list[str] = (), fast: bool = False) -> Config:

@@ -1,10 +1,11 @@
 """LightningModule around a :class:`~molfff.fff.FreeFormFlow` on dense rows ``(B, D)``.
 
 Trains with the surrogate loss, validates with the exact NLL (decoder Jacobian) and the
-reconstruction error. Data are standardised by fixed buffers ``shift, scale`` taken from the
-training split; reported NLLs are in the original units, ``-log p(x) = -log q(x') + sum log scale``
-with ``x' = (x - shift) / scale``. Particle systems ``(B, n·d)`` use a zero-centre-of-mass
-:class:`~molfff.fff.ParticleLayout` and an equivariant network, and are not standardised.
+reconstruction error. Data are standardised by fixed :class:`~molfff.fff.standardize.Standardize`
+buffers taken from the training split; reported NLLs are in the original units,
+``-log p(x) = -log q(x') + sum log scale`` with ``x' = (x - shift) / scale``. Particle systems
+``(B, n·d)`` use a zero-centre-of-mass :class:`~molfff.fff.ParticleLayout` and an equivariant
+network, and are not standardised.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from torch import Tensor
 
 from molfff.errors import UserError
 from molfff.fff import DenseLayout, FreeFormFlow, ParticleLayout
+from molfff.fff.standardize import Standardize
 from molfff.nn import ResNet, resnet
-from molfff.train.config import Config, from_dict
+from molfff.train.checkpoint import SavesClassPath
+from molfff.train.config import Config, config_from_dict
 
 NETWORKS = ("resnet", "egnn")
 
@@ -62,7 +65,7 @@ def step_generator(seed: int, step: int, rank: int, device: torch.device) -> tor
     return g
 
 
-class FFFModule(L.LightningModule):
+class FFFModule(SavesClassPath, L.LightningModule):
     """Free-form flow training on dense data.
 
     Args:
@@ -81,8 +84,7 @@ class FFFModule(L.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters()
-        self.hparams["kind"] = "dense"
-        self.config = from_dict(Config, config)
+        self.config = config_from_dict(config)
         particles = tuple(particles) if particles is not None else None
         if particles is not None and particles[0] * particles[1] != dim:
             raise ValueError(f"particles {particles} do not make up dimension {dim}")
@@ -92,33 +94,26 @@ class FFFModule(L.LightningModule):
             layout=ParticleLayout(*particles) if particles else DenseLayout(),
             event_shape=(dim,),
         )
-        self.register_buffer("shift", torch.zeros(dim))
-        self.register_buffer("scale", torch.ones(dim))
-        self.register_buffer("c_shift", torch.zeros(cond_dim))
-        self.register_buffer("c_scale", torch.ones(cond_dim))
+        self.standardize_x = Standardize(dim)
+        self.standardize_c = Standardize(cond_dim)
 
     def set_standardization(self, x: Tensor, c: Tensor | None = None) -> None:
         """Fix the z-scoring of data ``x`` ``(B, D)`` and conditioning ``c`` ``(B, C)`` to the
         training split's mean and std (constant dimensions are centred, not scaled)."""
-
-        def stats(t: Tensor) -> tuple[Tensor, Tensor]:
-            std = t.std(0)
-            return t.mean(0), torch.where(std > 1e-8, std, torch.ones_like(std))
-
-        self.shift, self.scale = (v.to(self.shift) for v in stats(x))
+        self.standardize_x.fit(x)
         if c is not None:
-            self.c_shift, self.c_scale = (v.to(self.c_shift) for v in stats(c))
+            self.standardize_c.fit(c)
 
     def _standardize_c(self, c: Tensor | None) -> Tensor | None:
-        return None if c is None else (c - self.c_shift) / self.c_scale
+        return None if c is None else self.standardize_c(c)
 
     def _unpack(self, batch) -> tuple[Tensor, Tensor | None]:
-        x = (batch[0] - self.shift) / self.scale
+        x = self.standardize_x(batch[0])
         return x, self._standardize_c(batch[1] if len(batch) > 1 else None)
 
     @property
     def log_scale(self) -> Tensor:
-        return self.scale.log().sum()
+        return self.standardize_x.log_abs_det
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, c = self._unpack(batch)
@@ -182,7 +177,7 @@ class FFFModule(L.LightningModule):
         c = self._standardize_c(c)
         if c is not None and c.shape[0] == 1 and n > 1:
             c = c.expand(n, -1)
-        return self.flow.sample(n, c, generator=generator) * self.scale + self.shift
+        return self.standardize_x.inverse(self.flow.sample(n, c, generator=generator))
 
     @torch.no_grad()
     def sample_with_log_prob(
@@ -198,12 +193,12 @@ class FFFModule(L.LightningModule):
             c = c.expand(n, -1)
         chunk = self.config.trainer.jacobian_chunk
         x, log_q = self.flow.sample_with_log_prob(n, c, generator=generator, chunk_size=chunk)
-        return x * self.scale + self.shift, log_q - self.log_scale
+        return self.standardize_x.inverse(x), log_q - self.log_scale
 
     def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
         """Exact log-density in original units, ``(B,)``."""
         c = self._standardize_c(c)
-        x = (x - self.shift) / self.scale
+        x = self.standardize_x(x)
         chunk = self.config.trainer.jacobian_chunk  # bounds memory for large particle systems
         return self.flow.log_prob(x, c, chunk_size=chunk) - self.log_scale
 

@@ -8,8 +8,11 @@ molecules and the sampling time per molecule.
 
 from __future__ import annotations
 
+import io
 import math
+import sys
 import time
+from functools import cached_property
 from pathlib import Path
 
 import lightning as L
@@ -18,16 +21,20 @@ import torch
 from torch import Tensor
 
 from molfff.errors import UserError
+from molfff.files import atomic_write
 from molfff.molecules.flow import MoleculeBatch, MoleculeFlow
-from molfff.train.config import Config, from_dict
+from molfff.molecules.io import WRITTEN, molecule_format
+from molfff.train.checkpoint import SavesClassPath
+from molfff.train.config import Config, DataConfig, config_from_dict
 from molfff.train.data import EpochShuffleSampler
 from molfff.train.module import configure_adam, step_generator
+from molfff.train.task import SampleRequest
 
 QM9_TYPES = 5  # H, C, N, O, F
 QM9_MAX_ATOMS = 29
 
 
-class MoleculeModule(L.LightningModule):
+class MoleculeModule(SavesClassPath, L.LightningModule):
     """Free-form flow training on molecules (PyG batches with pos, one_hot, charge).
 
     Args:
@@ -38,8 +45,7 @@ class MoleculeModule(L.LightningModule):
     def __init__(self, config: dict, node_distribution: list[float]):
         super().__init__()
         self.save_hyperparameters()
-        self.hparams["kind"] = "molecules"
-        self.config = from_dict(Config, config)
+        self.config = config_from_dict(config)
         m = self.config.model
         self.flow = MoleculeFlow(
             QM9_TYPES,
@@ -115,33 +121,55 @@ class QM9DataModule(L.LightningDataModule):
         return DataLoader(self.splits["val"], batch_size=self.eval_batch_size)
 
 
-class MoleculeTraining:
-    """QM9 as a training task (see :mod:`molfff.train.tasks`)."""
+class QM9Task:
+    """QM9 as a training task (the :class:`~molfff.train.task.Task` protocol).
 
-    kind = "molecules"
+    Args:
+        cfg: the ``data`` config section (``n_train``/``n_val``/``n_test`` cap the standard
+            splits by a seeded random subset).
+        seed: the run's seed.
+    """
 
-    def __init__(self, n_train: int, n_val: int, n_test: int, seed: int):
+    data_config = DataConfig
+
+    def __init__(self, cfg: DataConfig, seed: int):
+        self.cfg, self.seed, self.name = cfg, seed, cfg.name
+        self._pyg: dict = {}
+
+    @staticmethod
+    def _load_qm9():
         try:
             from molfff.molecules.qm9 import load_qm9
         except ImportError as err:  # pragma: no cover - depends on the install
             raise UserError(
                 f"QM9 needs the molecules extra ({err}): pip install -e '.[molecules]'"
             ) from None
-        self.name = "qm9"
-        g = np.random.default_rng(seed)
+        return load_qm9
+
+    @cached_property
+    def molecules(self) -> dict:
+        """The capped ``train``/``val``/``test`` :class:`~molfff.molecules.qm9.MoleculeSet` s."""
+        load_qm9 = self._load_qm9()
+        g = np.random.default_rng(self.seed)
         sets = {}
         for split, cap, name in (
-            ("train", n_train, "train"),
-            ("val", n_val, "valid"),
-            ("test", n_test, "test"),
+            ("train", self.cfg.n_train, "train"),
+            ("val", self.cfg.n_val, "valid"),
+            ("test", self.cfg.n_test, "test"),
         ):
             ms = load_qm9(name)
             if cap < len(ms):
                 ms = ms.subset(np.sort(g.choice(len(ms), cap, replace=False)))
             sets[split] = ms
-        self.molecules = sets
-        self.node_distribution = load_qm9("train").node_count_distribution(QM9_MAX_ATOMS)
-        self._pyg: dict = {}
+        return sets
+
+    @cached_property
+    def node_distribution(self) -> np.ndarray:
+        """p(n) of the whole training split, ``n_max + 1`` probabilities."""
+        return self._load_qm9()("train").node_count_distribution(QM9_MAX_ATOMS)
+
+    def prepare(self) -> None:
+        self.molecules  # noqa: B018 - loads the splits
 
     def pyg(self, split: str) -> list:
         if split not in self._pyg:
@@ -191,6 +219,50 @@ class MoleculeTraining:
 
     def plot(self, module, run_dir: Path) -> list[Path]:
         return []
+
+    def sample(self, module: MoleculeModule, request: SampleRequest) -> list:
+        """Molecules ``(pos, z)``; only stable ones with ``request.stable_only``."""
+        if self._format(request) not in WRITTEN:
+            raise UserError(f"molecules are written as xyz or sdf, not {self._format(request)!r}")
+        molecules, drawn = sample_stable(
+            module.flow,
+            request.n,
+            request.stable_only,
+            seed=request.seed,
+            batch_size=request.batch_size,
+            progress=request.progress,
+        )
+        if request.stable_only:
+            print(
+                f"{request.n} stable molecules from {drawn} draws "
+                f"({100 * request.n / drawn:.1f}% stable)",
+                file=sys.stderr,
+            )
+        return molecules
+
+    def write_samples(self, molecules: list, request: SampleRequest) -> str:
+        """Multi-frame xyz (default) or SDF, to stdout or ``request.out``."""
+        from molfff.molecules.io import write_sdf, write_xyz
+        from molfff.molecules.metrics import is_stable
+
+        buffer = io.StringIO()
+        if self._format(request) == "xyz":
+            comments = [f"molecule {i} stable={is_stable(*m)}" for i, m in enumerate(molecules)]
+            write_xyz(molecules, buffer, comments)
+        else:
+            write_sdf(molecules, buffer)
+        if request.out is None:
+            sys.stdout.write(buffer.getvalue())
+            return f"wrote {len(molecules)} molecules to stdout"
+        with atomic_write(Path(request.out), "w", encoding="utf-8") as fh:
+            fh.write(buffer.getvalue())
+        return f"wrote {len(molecules)} molecules to {request.out}"
+
+    @staticmethod
+    def _format(request: SampleRequest) -> str:
+        if request.format:
+            return request.format
+        return molecule_format(request.out) if request.out else "xyz"
 
 
 def sample_molecules(

@@ -1,8 +1,7 @@
-"""Training runs: run folders, the Lightning Trainer, evaluation, loading runs back.
+"""Training: the Lightning Trainer with the run's settings, and ``train()`` (fit, test, figures).
 
-A run folder ``runs/<name>/<timestamp>/`` holds ``config.yaml``, ``checkpoints/{last,best}.ckpt``,
-``logs/version_k/metrics.csv`` (per-step and per-epoch logs, one version per (re)start),
-``metrics.json`` (final test metrics), figures, and ``wandb/`` when W&B is enabled.
+Everything task-specific comes from the :class:`~molfff.train.task.Task` (data module, module,
+evaluation, figures); run folders and loading runs back are in :mod:`molfff.train.runs`.
 """
 
 from __future__ import annotations
@@ -10,25 +9,21 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import sys
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from molfff.dense.splits import DenseTask
 from molfff.errors import UserError
-from molfff.train.checkpoint import AtomicCheckpointIO, read_checkpoint
-from molfff.train.config import Config, from_dict, read_yaml, save_config, validate
+from molfff.train.checkpoint import AtomicCheckpointIO, read_checkpoint, upgrade_checkpoint
+from molfff.train.config import Config, config_from_dict, save_config
 from molfff.train.curves import plot_curves
-from molfff.train.data import ArrayDataModule
-from molfff.train.module import FFFModule
+from molfff.train.runs import make_run_dir
+from molfff.train.task import Task
 from molfff.train.tasks import build_task
 
 log = logging.getLogger("molfff")
@@ -44,51 +39,15 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 
 
-def make_run_dir(config: Config) -> Path:
-    """A fresh folder ``root/name/YYYY-mm-dd_HH-MM-SS[-k]``."""
-    base = Path(config.run.root) / (config.run.name or config.name)
-    stamp = time.strftime("%Y-%m-%d_%H-%M-%S")
-    for k in range(1000):
-        run_dir = base / (stamp if k == 0 else f"{stamp}-{k}")
-        try:
-            run_dir.mkdir(parents=True, exist_ok=False)
-            return run_dir
-        except FileExistsError:
-            continue
-    raise UserError(f"cannot create a new run folder under {base}")
-
-
-def build(config: Config, task=None) -> tuple[L.LightningModule, L.LightningDataModule, object]:
-    """Model, data module and task for a config (same config and seed: same data)."""
+def build(
+    config: Config, task: Task | None = None
+) -> tuple[L.LightningModule, L.LightningDataModule, Task]:
+    """Model, data module and task for a config (same config and seed: same data and model)."""
     task = build_task(config.data, config.seed) if task is None else task
-    if isinstance(task, DenseTask):
-        module, dm = build_dense(config, task)
-    else:
-        dm = task.datamodule(config)
-        L.seed_everything(config.seed, workers=True, verbose=False)
-        module = task.new_module(config)
-    return module, dm, task
-
-
-def build_dense(config: Config, task: DenseTask) -> tuple[FFFModule, ArrayDataModule]:
-    """FFFModule (standardised with training statistics) and ArrayDataModule of a dense task."""
-    dm = ArrayDataModule(
-        task.splits,
-        config.data.batch_size,
-        config.trainer.eval_batch_size,
-        seed=config.seed,
-        num_workers=config.data.num_workers,
-    )
+    dm = task.datamodule(config)
     L.seed_everything(config.seed, workers=True, verbose=False)
-    module = FFFModule(config.to_dict(), dm.dim, dm.cond_dim, task.particles)
-    if config.data.standardize and task.particles is not None:
-        raise UserError(
-            "config key data.standardize: particle systems keep their units "
-            "(per-coordinate scaling would break equivariance); set it to false"
-        )
-    if config.data.standardize:
-        module.set_standardization(task.splits["train"].x, task.splits["train"].c)
-    return module, dm
+    module = task.new_module(config)
+    return module, dm, task
 
 
 class EpochHistory(Callback):
@@ -186,58 +145,6 @@ def make_trainer(
     )
 
 
-def evaluate(module, task, split: str, config: Config) -> dict:
-    """The task's metrics of a trained module on ``split`` (exact NLL first)."""
-    if not isinstance(task, DenseTask):
-        return task.evaluate(module, split, config)
-    metrics = evaluate_dense(module, task, split, config.trainer.eval_batch_size)
-    if task.extra_metrics is not None and split == "test":
-        metrics.update(task.extra_metrics(module))
-    return metrics
-
-
-@torch.no_grad()
-def evaluate_dense(
-    module: FFFModule, task: DenseTask, split: str = "test", batch_size: int = 2048
-) -> dict[str, float]:
-    """Exact test NLL, reconstruction error and, where the task knows p, true NLL and KL."""
-    data = task.splits[split]
-    module.eval()
-    param = next(module.parameters())
-    nll, recon = [], []
-    for i in range(0, data.x.shape[0], batch_size):
-        batch = [data.x[i : i + batch_size].to(param)]
-        if data.c is not None:
-            batch.append(data.c[i : i + batch_size].to(param))
-        out = module.evaluate(batch)
-        nll.append(out["nll"].double().cpu())
-        recon.append(out["reconstruction"].double().cpu())
-    nll_t, recon_t = torch.cat(nll), torch.cat(recon)
-    n = nll_t.numel()
-    metrics = {
-        "split": split,
-        "n": n,
-        "nll": nll_t.mean().item(),
-        "nll_stderr": (nll_t.std() / math.sqrt(n)).item(),
-        "reconstruction": recon_t.mean().item(),
-    }
-    if task.particles is not None:
-        # flow-matching papers and the FFF paper's Table 1 leave out the latent's constant
-        dims = module.flow.layout.dims(data.x[:1]).item()
-        metrics["nll_without_latent_constant"] = metrics["nll"] - 0.5 * dims * math.log(2 * math.pi)
-    if task.true_log_prob is not None:
-        true_nll = -task.true_log_prob(data.x.double()).double()
-        gap = nll_t - true_nll  # per-point log p - log q: mean is KL(p || q)
-        metrics.update(
-            {
-                "true_nll": true_nll.mean().item(),
-                "kl": gap.mean().item(),
-                "kl_stderr": (gap.std() / math.sqrt(n)).item(),
-            }
-        )
-    return metrics
-
-
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -251,7 +158,7 @@ def train(
     resume: bool = False,
     progress: bool | None = None,
     callbacks: list[Callback] = (),
-    task=None,
+    task: Task | None = None,
 ) -> TrainResult:
     """Fit, then evaluate the best checkpoint on the test split and write figures.
 
@@ -269,7 +176,8 @@ def train(
             raise UserError("resume needs a run folder")
         ckpt_path = run_dir / "checkpoints" / "last.ckpt"
         # a missing or corrupt file is reported before any work is done
-        old = from_dict(Config, read_checkpoint(ckpt_path)["hyper_parameters"]["config"])
+        ckpt = upgrade_checkpoint(read_checkpoint(ckpt_path), ckpt_path)
+        old = config_from_dict(ckpt["hyper_parameters"]["config"])
         if old.optim.schedule == "onecycle" and old.trainer.max_epochs != config.trainer.max_epochs:
             raise UserError(
                 f"{run_dir} was laid out for {old.trainer.max_epochs} epochs by its "
@@ -294,7 +202,7 @@ def train(
     if best.is_file():
         module.load_state_dict(read_checkpoint(best)["state_dict"])
     module = module.cpu()
-    metrics = evaluate(module, task, "test", config)
+    metrics = task.evaluate(module, "test", config)
     metrics.update(
         {
             "epochs": trainer.current_epoch,
@@ -325,74 +233,3 @@ def finish_wandb(trainer: L.Trainer, metrics: dict) -> None:
             with contextlib.redirect_stdout(sys.stderr):
                 logger.log_metrics(numbers)
                 logger.experiment.finish()
-
-
-def find_latest_run(root: Path = Path("runs")) -> Path:
-    """The most recently started run folder under ``root`` (one holding a config.yaml)."""
-    runs = [
-        p.parent for p in Path(root).glob("**/config.yaml") if (p.parent / "checkpoints").is_dir()
-    ]
-    if not runs:
-        raise UserError(
-            f"no runs under {root}/; train one first (molfff train toy2d) or pass a checkpoint"
-        )
-    return max(runs, key=lambda p: (p / "config.yaml").stat().st_mtime)
-
-
-def resolve_checkpoint(path: Path | None, root: Path = Path("runs")) -> Path:
-    """A checkpoint file from a file, a run folder (best, else last), a folder of runs (its
-    latest run, e.g. ``runs/dw4``) or, with no path, the latest run under ``root``."""
-    path = find_latest_run(root) if path is None else Path(path)
-    runs_inside = path.is_dir() and any(path.glob("*/config.yaml"))
-    if runs_inside and not (path / "checkpoints").is_dir():
-        path = find_latest_run(path)
-    if path.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name
-        raise UserError(f"{path} holds no checkpoints/best.ckpt or checkpoints/last.ckpt")
-    if not path.exists():
-        raise UserError(f"{path} does not exist (expected a checkpoint or a run folder)")
-    return path
-
-
-def module_from_checkpoint(ckpt: dict) -> L.LightningModule:
-    """Rebuild the module a checkpoint was written by and load its weights."""
-    hp = dict(ckpt["hyper_parameters"])
-    kind = hp.pop("kind", "dense")
-    if kind == "molecules":
-        from molfff.train.molecules import MoleculeModule
-
-        module = MoleculeModule(hp["config"], hp["node_distribution"])
-    elif kind == "dense":
-        module = FFFModule(hp["config"], hp["dim"], hp.get("cond_dim", 0), hp.get("particles"))
-    else:
-        raise KeyError(f"unknown module kind {kind!r}")
-    module.load_state_dict(ckpt["state_dict"])
-    return module
-
-
-def load_model(path: Path | None, root: Path = Path("runs")):
-    """Config and trained module from a checkpoint file or run folder (default: latest run)."""
-    ckpt_path = resolve_checkpoint(path, root)
-    ckpt = read_checkpoint(ckpt_path)
-    try:
-        config = from_dict(Config, ckpt["hyper_parameters"]["config"])
-        validate(config)
-        module = module_from_checkpoint(ckpt)
-    except (KeyError, TypeError, RuntimeError, ValueError, UserError) as err:
-        raise UserError(
-            f"checkpoint {ckpt_path} does not match this molfff version "
-            f"({' '.join(str(err).split())[:240]})"
-        ) from None
-    return config, module.eval(), ckpt_path
-
-
-def load_run_config(run_dir: Path) -> Config:
-    """The config a run folder was trained with."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
-    config = from_dict(Config, read_yaml(path))
-    validate(config)
-    return config

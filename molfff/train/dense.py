@@ -1,0 +1,241 @@
+"""Dense tasks: rows ``x`` ``(B, D)`` with optional conditioning ``c`` ``(B, C)``, trained by
+:class:`~molfff.train.module.FFFModule` on an :class:`~molfff.train.data.ArrayDataModule`.
+
+:class:`DenseTask` implements the :class:`~molfff.train.task.Task` protocol once for every data
+set held as in-memory splits (a :class:`~molfff.dense.splits.DenseData`); each application
+(toy2d, sbi, miniboone here, boltzmann in :mod:`molfff.train.boltzmann`) only says how to load
+its data and which ``data`` keys it has.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import torch
+
+from molfff.dense.splits import DenseData
+from molfff.errors import UserError
+from molfff.files import atomic_write
+from molfff.train.config import Config, DataConfig
+from molfff.train.data import ArrayDataModule
+from molfff.train.module import FFFModule
+from molfff.train.task import SampleRequest
+
+
+class DenseTask:
+    """The :class:`~molfff.train.task.Task` of a dense data set; subclasses implement
+    :meth:`load` and set :attr:`data_config`.
+
+    Args:
+        cfg: the ``data`` config section.
+        seed: the run's seed (splits are a pure function of ``(cfg, seed)``).
+        data: the splits, when already at hand (then :meth:`load` is not called).
+    """
+
+    data_config: type[DataConfig] = DataConfig
+
+    def __init__(self, cfg: DataConfig, seed: int, data: DenseData | None = None):
+        self.cfg, self.seed = cfg, seed
+        self.name = cfg.name
+        if data is not None:
+            self.data = data
+
+    def load(self) -> DenseData:
+        raise NotImplementedError(f"{type(self).__name__} does not say how to load its data")
+
+    @cached_property
+    def data(self) -> DenseData:
+        return self.load()
+
+    def prepare(self) -> None:
+        self.data  # noqa: B018 - loads and checks the splits
+
+    def data_dim(self) -> int:
+        return self.data.splits["train"].x.shape[1]
+
+    def datamodule(self, config: Config) -> ArrayDataModule:
+        return ArrayDataModule(
+            self.data.splits,
+            config.data.batch_size,
+            config.trainer.eval_batch_size,
+            seed=config.seed,
+            num_workers=config.data.num_workers,
+        )
+
+    def new_module(self, config: Config) -> FFFModule:
+        """FFFModule standardised with the training split's statistics (``data.standardize``)."""
+        train = self.data.splits["train"]
+        cond_dim = 0 if train.c is None else train.c.shape[1]
+        particles = self.data.particles
+        module = FFFModule(config.to_dict(), train.x.shape[1], cond_dim, particles)
+        if config.data.standardize and particles is not None:
+            raise UserError(
+                "config key data.standardize: particle systems keep their units "
+                "(per-coordinate scaling would break equivariance); set it to false"
+            )
+        if config.data.standardize:
+            module.set_standardization(train.x, train.c)
+        return module
+
+    def evaluate(self, module: FFFModule, split: str, config: Config) -> dict:
+        """Exact NLL and reconstruction (and the task's own metrics on the test split)."""
+        metrics = evaluate_dense(module, self.data, split, config.trainer.eval_batch_size)
+        if self.data.extra_metrics is not None and split == "test":
+            metrics.update(self.data.extra_metrics(module))
+        return metrics
+
+    def plot(self, module: FFFModule, run_dir: Path) -> list[Path]:
+        return self.data.plot(module, run_dir)
+
+    def sample(self, module: FFFModule, request: SampleRequest) -> torch.Tensor:
+        """``(n, D)`` samples in original units, drawn ``request.batch_size`` at a time."""
+        from tqdm import tqdm
+
+        if request.stable_only or request.format:
+            raise UserError("--stable-only and --format apply to molecule models only")
+        if module.hparams.get("cond_dim", 0):
+            raise UserError("this model is conditional; sample it through its task's command")
+        if request.batch_size <= 0:
+            raise UserError(f"--batch-size must be positive, got {request.batch_size}")
+        if request.out is not None and Path(request.out).suffix not in (".csv", ".npy"):
+            raise UserError(f"--out {request.out}: use a .csv or .npy file name")
+        g = torch.Generator().manual_seed(request.seed)
+        chunks = []
+        with tqdm(
+            total=request.n,
+            desc="sampling",
+            unit="sample",
+            file=sys.stderr,
+            disable=not request.progress or request.n <= request.batch_size,
+        ) as bar:
+            for i in range(0, request.n, request.batch_size):
+                chunks.append(module.sample(min(request.batch_size, request.n - i), generator=g))
+                bar.update(len(chunks[-1]))
+        return torch.cat(chunks)
+
+    def write_samples(self, samples: torch.Tensor, request: SampleRequest) -> str:
+        """CSV (header ``x0,x1,...``) on stdout or to ``.csv``; ``.npy`` as a float array."""
+        import numpy as np
+
+        x = samples.numpy()
+        csv = {
+            "delimiter": ",",
+            "fmt": "%.6g",
+            "comments": "",
+            "header": ",".join(f"x{i}" for i in range(x.shape[1])),
+        }
+        if request.out is None:
+            np.savetxt(sys.stdout, x, **csv)
+            return f"wrote {len(x)} samples to stdout"
+        out = Path(request.out)
+        with atomic_write(out) as fh:
+            if out.suffix == ".npy":
+                np.save(fh, x)
+            else:
+                np.savetxt(fh, x, **csv)
+        return f"wrote {len(x)} samples to {out}"
+
+
+@torch.no_grad()
+def evaluate_dense(
+    module: FFFModule, data: DenseData, split: str = "test", batch_size: int = 2048
+) -> dict[str, float]:
+    """Exact test NLL, reconstruction error and, where the task knows p, true NLL and KL."""
+    rows = data.splits[split]
+    module.eval()
+    param = next(module.parameters())
+    nll, recon = [], []
+    for i in range(0, rows.x.shape[0], batch_size):
+        batch = [rows.x[i : i + batch_size].to(param)]
+        if rows.c is not None:
+            batch.append(rows.c[i : i + batch_size].to(param))
+        out = module.evaluate(batch)
+        nll.append(out["nll"].double().cpu())
+        recon.append(out["reconstruction"].double().cpu())
+    nll_t, recon_t = torch.cat(nll), torch.cat(recon)
+    n = nll_t.numel()
+    metrics = {
+        "split": split,
+        "n": n,
+        "nll": nll_t.mean().item(),
+        "nll_stderr": (nll_t.std() / math.sqrt(n)).item(),
+        "reconstruction": recon_t.mean().item(),
+    }
+    if data.particles is not None:
+        # flow-matching papers and the FFF paper's Table 1 leave out the latent's constant
+        dims = module.flow.layout.dims(rows.x[:1]).item()
+        metrics["nll_without_latent_constant"] = metrics["nll"] - 0.5 * dims * math.log(2 * math.pi)
+    if data.true_log_prob is not None:
+        true_nll = -data.true_log_prob(rows.x.double()).double()
+        gap = nll_t - true_nll  # per-point log p - log q: mean is KL(p || q)
+        metrics.update(
+            {
+                "true_nll": true_nll.mean().item(),
+                "kl": gap.mean().item(),
+                "kl_stderr": (gap.std() / math.sqrt(n)).item(),
+            }
+        )
+    return metrics
+
+
+@dataclass
+class Toy2dData(DataConfig):
+    """``density``: a 2-D Gaussian mixture with an exact density, ``ring`` or ``blobs``."""
+
+    density: str = "ring"
+
+
+class Toy2dTask(DenseTask):
+    """Samples of a 2-D density with a known log-density (test KL, density plots)."""
+
+    data_config = Toy2dData
+
+    def load(self) -> DenseData:
+        from molfff.dense.toy2d import toy2d_task
+
+        c = self.cfg
+        return toy2d_task(c.density, c.n_train, c.n_val, c.n_test, self.seed)
+
+
+@dataclass
+class SbiData(DataConfig):
+    """``task``: an sbibm task; ``budget``: simulations for training + validation (10% held
+    out); ``c2st_observations``: how many of the 10 observations to score by C2ST after
+    training."""
+
+    task: str = "two_moons"
+    budget: int = 10000
+    c2st_observations: int = 10
+
+
+class SbiTask(DenseTask):
+    """Amortised posterior estimation ``q(theta | x)`` on an sbibm task, scored by C2ST."""
+
+    data_config = SbiData
+
+    def load(self) -> DenseData:
+        try:
+            from molfff.dense.sbi_task import sbi_training_task
+        except ImportError as err:
+            raise UserError(
+                f"SBI tasks need the sbi extra ({err}); run scripts/setup.sh or "
+                "pip install -e '.[sbi]' && pip install --no-deps sbibm==1.1.0"
+            ) from None
+        c = self.cfg
+        return sbi_training_task(c.task, c.budget, self.seed, c.n_test, c.c2st_observations)
+
+
+class MiniBooNETask(DenseTask):
+    """MINIBOONE density estimation in MAF's normalised units (``data.root``: the file)."""
+
+    data_config = DataConfig
+
+    def load(self) -> DenseData:
+        from molfff.dense.tabular import miniboone_task
+
+        c = self.cfg
+        return miniboone_task(c.root, c.n_train, c.n_val, c.n_test, self.seed)
