@@ -70,7 +70,7 @@ def sample_molecules_command(args, module) -> int:
 
     from molfff.molecules.io import write_sdf, write_xyz
     from molfff.molecules.metrics import is_stable
-    from molfff.train.molecules import sample_stable
+    from molfff.molecules.sampling import sample_stable
 
     fmt = args.format or (Path(args.out).suffix.lstrip(".") if args.out else "xyz")
     if fmt not in ("xyz", "sdf"):

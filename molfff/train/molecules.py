@@ -9,7 +9,6 @@ molecules and the sampling time per molecule.
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import lightning as L
@@ -19,6 +18,7 @@ from torch import Tensor
 
 from molfff.errors import UserError
 from molfff.molecules.flow import MoleculeBatch, MoleculeFlow
+from molfff.molecules.sampling import sample_molecules
 from molfff.train.config import Config, from_dict
 from molfff.train.data import EpochShuffleSampler
 from molfff.train.module import configure_adam, step_generator
@@ -165,11 +165,12 @@ class MoleculeTraining:
         module.eval()
         nll, recon = [], []
         for i, batch in enumerate(DataLoader(self.pyg(split), batch_size=config.data.batch_size)):
-            out = module.flow.nll(
-                MoleculeBatch.from_pyg(batch),
-                torch.Generator().manual_seed(i),
-                chunk_size=config.trainer.jacobian_chunk,
-            )
+            with torch.no_grad():
+                out = module.flow.nll(
+                    MoleculeBatch.from_pyg(batch),
+                    torch.Generator().manual_seed(i),
+                    chunk_size=config.trainer.jacobian_chunk,
+                )
             nll.append(out["nll"].double())
             recon.append(out["reconstruction"].double())
         nll_t = torch.cat(nll)
@@ -191,70 +192,3 @@ class MoleculeTraining:
 
     def plot(self, module, run_dir: Path) -> list[Path]:
         return []
-
-
-def sample_molecules(
-    flow: MoleculeFlow, n: int, seed: int = 0, batch_size: int = 1000
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
-    """``n`` sampled molecules as ``(pos (n_i, 3), z (n_i,))`` and the seconds it took."""
-    from molfff.molecules.qm9 import ATOM_TYPES
-
-    g = torch.Generator(device=flow.log_p_n.device).manual_seed(seed)
-    out = []
-    start = time.perf_counter()
-    for i in range(0, n, batch_size):
-        mol = flow.sample(min(batch_size, n - i), g)
-        z = torch.as_tensor(ATOM_TYPES)[mol.one_hot.argmax(1).cpu()]
-        ptr = torch.cumsum(torch.bincount(mol.batch, minlength=mol.num_graphs), 0).tolist()
-        start_idx = 0
-        for end in ptr:
-            out.append((mol.pos[start_idx:end].double().cpu().numpy(), z[start_idx:end].numpy()))
-            start_idx = end
-    return out, time.perf_counter() - start
-
-
-def sample_stable(
-    flow: MoleculeFlow,
-    n: int,
-    stable_only: bool,
-    seed: int = 0,
-    batch_size: int = 1000,
-    max_draws: int | None = None,
-    progress: bool = True,
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
-    """``n`` molecules (only stable ones if asked) and how many were drawn in all.
-
-    Raises:
-        UserError: when ``stable_only`` and fewer than ``n`` stable molecules turned up in
-            ``max_draws`` draws (default ``100 n``).
-    """
-    from tqdm import tqdm
-
-    from molfff.molecules.metrics import is_stable
-
-    max_draws = 100 * n if max_draws is None else max_draws
-    kept: list = []
-    drawn = 0
-    with tqdm(
-        total=n,
-        desc="stable molecules" if stable_only else "molecules",
-        unit="mol",
-        file=__import__("sys").stderr,
-        disable=not progress,
-    ) as bar:
-        while len(kept) < n:
-            if drawn >= max_draws:
-                raise UserError(
-                    f"only {len(kept)} of {n} sampled molecules were stable after "
-                    f"{drawn} draws; the model is not trained well enough for "
-                    f"--stable-only"
-                )
-            batch, _ = sample_molecules(
-                flow, min(batch_size, max_draws - drawn), seed=seed * 7919 + drawn
-            )
-            drawn += len(batch)
-            new = [m for m in batch if is_stable(*m)] if stable_only else batch
-            new = new[: n - len(kept)]
-            kept += new
-            bar.update(len(new))
-    return kept, drawn
