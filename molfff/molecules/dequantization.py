@@ -276,7 +276,7 @@ class Dequantizer(nn.Module):
         nn.init.zeros_(self.net.embedding_out.weight)
         nn.init.zeros_(self.net.embedding_out.bias)
 
-    def _check_graph(self, pos: Tensor, batch: Tensor) -> None:
+    def _check_inputs(self, pos: Tensor, batch: Tensor) -> None:
         if pos.dim() != 2 or pos.shape[1] < 1 or not pos.is_floating_point():
             raise ValueError(f"pos must be a float (N, 3) tensor, got {tuple(pos.shape)}")
         if batch.shape != (pos.shape[0],) or batch.dtype not in (torch.int32, torch.int64):
@@ -330,7 +330,7 @@ class Dequantizer(nn.Module):
         Returns:
             ``v (N, K + 1)`` and ``log q (B,)``, the term subtracted in the ELBO.
         """
-        self._check_graph(pos, batch)
+        self._check_inputs(pos, batch)
         n, k = pos.shape[0], self.num_types
         if one_hot.shape != (n, k):
             raise ValueError(f"one_hot must be ({n}, {k}), got {tuple(one_hot.shape)}")
@@ -367,7 +367,7 @@ class Dequantizer(nn.Module):
         density of :meth:`forward` at ``v`` given the molecule ``v`` belongs to. Points within
         ``margin`` of a cell boundary have density zero (``-inf``).
         """
-        self._check_graph(pos, batch)
+        self._check_inputs(pos, batch)
         n, k = pos.shape[0], self.num_types
         if v.shape != (n, k + 1):
             raise ValueError(f"v must be ({n}, {k + 1}), got {tuple(v.shape)}")

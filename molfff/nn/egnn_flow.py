@@ -16,9 +16,10 @@ class EGNNFlowNet(nn.Module):
     ``forward(x, c, layout)`` follows :class:`molfff.fff.FlowNetwork`. The first ``d`` columns
     of a row are positions, the rest invariant features. With ``(pos', h') = EGNN(pos, h)``,
 
-        y_pos = pos + δ - mean_graph(δ),   δ = pos' - pos,       y_h = h + h',
+        y_pos = pos + δ - <δ>,   δ = pos' - pos,       y_h = h + h',
 
-    a global skip connection whose position update is re-centred per graph: a zero-CoM input
+    with ``<δ>`` the mean of δ over the nodes of each graph: a global skip connection whose
+    position update is re-centred per graph. A zero-CoM input
     gives a zero-CoM output, and a translation of the input translates the output (the Jacobian is
     the identity on centre-of-mass directions). ``h'`` comes from a zero-initialised output layer
     and ``δ`` from near-zero coordinate layers, so the map starts at (almost) the identity.
