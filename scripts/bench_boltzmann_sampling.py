@@ -17,9 +17,9 @@ pass does not depend on training.
      same Jacobian at f(x).
    Jacobian columns are vmapped in chunks so that one chunk's edge rows stay under ``--max-edges``.
 
-ParticleEGNN builds its graph once per batch size, so batch sizes are timed one after another (the
-first call at a batch size, which builds it, is a warm-up); contenders at one batch size are
-interleaved. CUDA is synchronised before the clock is read.
+The flow's ParticleLayout keeps the graph view (edges) of the last batch size, so batch sizes
+are timed one after another (the first call at a batch size, which builds it, is a warm-up);
+contenders at one batch size are interleaved. CUDA is synchronised before the clock is read.
 
 On a CPU with glibc, tensors above malloc's mmap threshold are returned to the system after every
 use and page-faulted back in on the next: at large batches this system time can exceed the

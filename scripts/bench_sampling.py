@@ -5,12 +5,13 @@ decoder of 16 blocks, hidden 64, 5 atom types + charge) and random weights: the 
 does not depend on training. Sizes follow QM9's p(n) (from the processed QM9 cache when it is
 there, else a synthetic p(n) with QM9's mean of 18 atoms). For each batch size B:
 
-1. full: one call of :func:`molfff.train.molecules.sample_molecules` (what ``molfff sample``
+1. full: one call of :func:`molfff.molecules.sampling.sample_molecules` (what ``molfff sample``
    runs): sizes n ~ p(n), fully connected graphs, latent z, decoder, argmax/floor quantization,
    conversion to ``(pos, z)`` numpy molecules.
 2. decoder: one bare decoder forward on *the same* z and graph (captured from the full call),
    graph already built: the floor, one network evaluation.
-3. graph: the graph set-up inside ``MoleculeFlow.sample`` (edges built for encoder and decoder).
+3. graph: the graph set-up inside ``MoleculeFlow.sample`` (the batch's ``GraphLayout`` and its
+   fully connected edges, built once and passed to the decoder).
 
 and the cost a 1000-step diffusion sampler would pay with the same EGNN: 1000 x the measured
 decoder time (extrapolated, every B), plus one direct measurement of ``--diffusion-steps``
@@ -39,7 +40,8 @@ from threadpoolctl import threadpool_limits
 
 from molfff.errors import UserError
 from molfff.molecules.flow import MoleculeFlow
-from molfff.train.molecules import QM9_MAX_ATOMS, QM9_TYPES, sample_molecules
+from molfff.molecules.sampling import sample_molecules
+from molfff.train.molecules import QM9_MAX_ATOMS, QM9_TYPES
 
 BATCH_SIZES = (1, 10, 100, 1000, 10_000)
 
@@ -86,7 +88,7 @@ def full_sampler(flow: MoleculeFlow, device: torch.device):
         sample_molecules(flow, 1, seed=0, batch_size=1)
         return (
             lambda b: sample_molecules(flow, b, seed=0, batch_size=b)[0],
-            "molfff.train.molecules.sample_molecules",
+            "molfff.molecules.sampling.sample_molecules",
         )
     except RuntimeError as err:
         if "generator" not in str(err).lower():
@@ -98,24 +100,21 @@ def full_sampler(flow: MoleculeFlow, device: torch.device):
 
     def replica(b: int):
         torch.manual_seed(0)
-        return to_molecules(flow.sample(b))
+        with torch.no_grad():
+            return to_molecules(flow.sample(b))
 
     return replica, "MoleculeFlow.sample(generator=None) + sample_molecules' conversion"
 
 
 def capture_decoder_input(flow: MoleculeFlow, call) -> dict:
-    """Run ``call()`` and return the decoder's input z and graph of that call."""
+    """Run ``call()`` and return the decoder's input z and graph layout of that call."""
     seen: dict = {}
 
     def hook(module, args):
-        seen.update(
-            z=args[0],
-            batch=module.batch,
-            edge_index=module.edge_index,
-            num_graphs=module.num_graphs,
-        )
+        z, _, layout = args  # net(z, c, layout)
+        seen.update(z=z, layout=layout)
 
-    handle = flow.decoder.register_forward_pre_hook(hook)
+    handle = flow.flow.decoder.register_forward_pre_hook(hook)
     try:
         out = call()
     finally:
@@ -127,13 +126,12 @@ def capture_decoder_input(flow: MoleculeFlow, call) -> dict:
 def bench_batch(flow, full, b: int, args, device: torch.device) -> dict:
     torch.manual_seed(0)
     cap = capture_decoder_input(flow, lambda: full(b))
-    dec = flow.decoder
-    z, batch, edges = cap["z"], cap["batch"], cap["edge_index"]
+    dec = flow.flow.decoder
+    z, layout = cap["z"], cap["layout"]
+    batch, edges = layout.batch, layout.edge_index  # edges built during the full call
 
     def decoder_only():
-        # the full call re-binds the decoder's graph; restore this one (pointer assignments)
-        dec.batch, dec.edge_index, dec.num_graphs = batch, edges, b
-        return dec(z)
+        return dec(z, None, layout)
 
     with torch.no_grad():
         x = decoder_only()
@@ -142,7 +140,7 @@ def bench_batch(flow, full, b: int, args, device: torch.device) -> dict:
         raise RuntimeError("the decoder pass does not reproduce the sampled molecule")
 
     def graph():
-        flow._graph(batch, b)
+        return flow.graph_layout(batch, b).edge_index
 
     with torch.no_grad():
         t = interleaved(
@@ -160,16 +158,15 @@ def direct_steps(flow, full, b: int, steps: int, device: torch.device) -> tuple[
     """Seconds of ``steps`` sequential decoder evaluations at batch b, and of one evaluation."""
     torch.manual_seed(0)
     cap = capture_decoder_input(flow, lambda: full(b))
-    dec = flow.decoder
-    dec.batch, dec.edge_index, dec.num_graphs = cap["batch"], cap["edge_index"], b
-    z = cap["z"]
+    dec = flow.flow.decoder
+    z, layout = cap["z"], cap["layout"]
 
     def loop():
         for _ in range(steps):
-            dec(z)  # a diffusion step: one network evaluation (its update is negligible)
+            dec(z, None, layout)  # a diffusion step: one network evaluation (update negligible)
 
     with torch.no_grad():
-        one = interleaved({"one": lambda: dec(z)}, device, 20, 5.0)["one"]
+        one = interleaved({"one": lambda: dec(z, None, layout)}, device, 20, 5.0)["one"]
         return timed(loop, device), one
 
 
@@ -212,9 +209,9 @@ def main() -> None:
     p_n, source = size_distribution(args.sizes)
     flow = MoleculeFlow(QM9_TYPES, p_n, hidden=args.hidden, blocks=args.blocks).to(device).eval()
     with torch.no_grad():  # leave the exact identity of the zero-initialised output layer
-        torch.nn.init.normal_(flow.decoder.net.embedding_out.weight, std=0.01)
+        torch.nn.init.normal_(flow.flow.decoder.net.embedding_out.weight, std=0.01)
     mean_n = float((p_n * torch.arange(len(p_n), dtype=p_n.dtype)).sum())
-    n_params = sum(q.numel() for q in flow.decoder.parameters())
+    n_params = sum(q.numel() for q in flow.flow.decoder.parameters())
     threads = (
         f", {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f} on "
         f"{os.cpu_count()} cores (other load distorts CPU timings)"
@@ -251,7 +248,7 @@ def main() -> None:
     print(
         f"\nfull/decoder: the whole sampling call over one bare decoder pass on the same z "
         f"(1 = the floor). graph share: fraction of the full call spent building the fully "
-        f"connected graphs (MoleculeFlow.sample builds the decoder's). "
+        f"connected graph (MoleculeFlow.sample builds one GraphLayout for the decoder). "
         f"{args.diffusion_steps}x decoder / full: extrapolated cost of a "
         f"{args.diffusion_steps}-step diffusion sampler with this EGNN over the FFF sample."
     )

@@ -25,13 +25,13 @@ class AffineCoupling(nn.Module):
         s, t = self.net(x1).chunk(2, dim=-1)
         return torch.tanh(s), t
 
-    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor | None = None, layout=None) -> Tensor:
         y = x @ self.a.T + self.b
         y1, y2 = y[:, : self.d1], y[:, self.d1 :]
         s, t = self._st(y1)
         return torch.cat([y1, y2 * torch.exp(s) + t], dim=1)
 
-    def inverse(self, z: Tensor, c: Tensor | None = None) -> Tensor:
+    def inverse(self, z: Tensor, c: Tensor | None = None, layout=None) -> Tensor:
         z1, z2 = z[:, : self.d1], z[:, self.d1 :]
         s, t = self._st(z1)
         y = torch.cat([z1, (z2 - t) * torch.exp(-s)], dim=1)

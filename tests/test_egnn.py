@@ -3,9 +3,12 @@ log-det through vmap(jvp) against per-graph brute force, and the FFF loss with a
 
 import pytest
 import torch
+from torch_geometric.utils import scatter
 
 from molfff.fff import GraphLayout, StandardNormal, fff_loss, helmert_basis, log_abs_det_jacobian
-from molfff.nn.egnn import EGNN, EGNNFlowNet, _mlp, edge_mlp, fully_connected_edges, graph_mean
+from molfff.nn.egnn import EGNN, _mlp
+from molfff.nn.egnn_flow import EGNNFlowNet
+from molfff.nn.graph import edge_mlp, fully_connected_edges, subtract_graph_mean
 from molfff.testing import (
     check_equivariance,
     check_invariance,
@@ -27,7 +30,11 @@ def _batch(sizes=SIZES):
 
 
 def _centred(pos, batch):
-    return pos - graph_mean(pos, batch, int(batch.max()) + 1)[batch]
+    return subtract_graph_mean(pos, batch, int(batch.max()) + 1)
+
+
+def _com(pos, batch):
+    return scatter(pos, batch, dim=0, reduce="mean")
 
 
 def _perturb(net, std=0.3, seed=0):
@@ -139,9 +146,9 @@ def test_egnn_rejects_bad_shapes():
 def test_flow_net_starts_near_identity():
     torch.manual_seed(2)
     batch = _batch()
-    net = EGNNFlowNet(2, batch=batch)  # full-size defaults: hidden 64, 2 sub-layers
+    net = EGNNFlowNet(2)  # full-size defaults: hidden 64, 2 sub-layers
     x = _rows(batch)
-    y = net(x)
+    y = net(x, None, GraphLayout(batch))
     torch.testing.assert_close(y[:, 3:], x[:, 3:], rtol=0, atol=0)
     assert 0 < float((y[:, :3] - x[:, :3]).detach().abs().max()) < 1e-3
 
@@ -149,35 +156,38 @@ def test_flow_net_starts_near_identity():
 def test_flow_net_equivariance_and_zero_centre_of_mass():
     torch.manual_seed(3)
     batch = _batch()
-    net = _perturb(EGNNFlowNet(2, batch=batch, **SMALL))
+    net = _perturb(EGNNFlowNet(2, **SMALL))
+    layout = GraphLayout(batch)
     x = _rows(batch)
-    y = net(x)
+    y = net(x, None, layout)
     assert float((y - x).detach().abs().max()) > 1e-2
-    torch.testing.assert_close(
-        graph_mean(y[:, :3], batch, 3), torch.zeros(3, 3), rtol=0, atol=1e-13
+    torch.testing.assert_close(_com(y[:, :3], batch), torch.zeros(3, 3), rtol=0, atol=1e-13)
+    err = check_equivariance(
+        rows_map(lambda t: net(t, None, layout)), x[:, :3], x[:, 3:], batch, trials=4
     )
-    err = check_equivariance(rows_map(net), x[:, :3], x[:, 3:], batch, trials=4)
     assert err["pos"] < 1e-10 and err["h"] < 1e-10
 
 
 def test_flow_net_jacobian_is_identity_on_centre_of_mass_directions():
     torch.manual_seed(4)
     batch = _batch()
-    net = _perturb(EGNNFlowNet(2, batch=batch, **SMALL))
+    net = _perturb(EGNNFlowNet(2, **SMALL))
+    layout = GraphLayout(batch)
     x = _rows(batch)
     t = torch.cat([torch.randn(3, 3)[batch], torch.zeros(len(batch), 2)], dim=1)
-    _, jt = torch.func.jvp(net, (x,), (t,))
+    _, jt = torch.func.jvp(lambda u: net(u, None, layout), (x,), (t,))
     torch.testing.assert_close(jt, t)
 
 
 def test_graphs_in_a_batch_do_not_interact():
     torch.manual_seed(5)
     batch = _batch()
-    net = _perturb(EGNNFlowNet(2, batch=batch, **SMALL))
+    net = _perturb(EGNNFlowNet(2, **SMALL))
+    layout = GraphLayout(batch)
     x = _rows(batch)
     x2 = x.clone()
     x2[batch == 1] += torch.randn(5, 5)
-    y, y2 = net(x), net(x2)
+    y, y2 = net(x, None, layout), net(x2, None, layout)
     assert torch.equal(y[batch != 1], y2[batch != 1])
     assert not torch.allclose(y[batch == 1], y2[batch == 1])
 
@@ -185,37 +195,42 @@ def test_graphs_in_a_batch_do_not_interact():
 def test_encode_decode_and_latent_density_are_equivariant():
     torch.manual_seed(6)
     batch = _batch()
-    enc = _perturb(EGNNFlowNet(2, batch=batch, **SMALL), seed=1)
-    dec = _perturb(EGNNFlowNet(2, batch=batch, **SMALL), seed=2)
-    x = _rows(batch)
-    check_equivariance(rows_map(lambda t: dec(enc(t))), x[:, :3], x[:, 3:], batch)
+    enc = _perturb(EGNNFlowNet(2, **SMALL), seed=1)
+    dec = _perturb(EGNNFlowNet(2, **SMALL), seed=2)
     layout = GraphLayout(batch)
+    x = _rows(batch)
+    check_equivariance(
+        rows_map(lambda t: dec(enc(t, None, layout), None, layout)), x[:, :3], x[:, 3:], batch
+    )
 
     def log_pz(pos, h, b):
-        return StandardNormal().log_prob(enc(torch.cat([pos, h], 1)), layout)
+        return StandardNormal().log_prob(enc(torch.cat([pos, h], 1), None, layout), layout)
 
     # the latent normal lives on zero-CoM positions: translations stay out of this check
     check_invariance(log_pz, x[:, :3], x[:, 3:], batch, translate=False)
 
 
-def test_conditioning_and_batch_errors():
+def test_conditioning_and_layout_errors():
     torch.manual_seed(7)
     batch = _batch()
-    net = _perturb(EGNNFlowNet(2, cond_dim=1, batch=batch, **SMALL))
+    layout = GraphLayout(batch)
+    net = _perturb(EGNNFlowNet(2, cond_dim=1, **SMALL))
     x, c = _rows(batch), torch.randn(3, 1)
-    check_equivariance(rows_map(lambda t: net(t, c)), x[:, :3], x[:, 3:], batch)
+    check_equivariance(rows_map(lambda t: net(t, c, layout)), x[:, :3], x[:, 3:], batch)
     with pytest.raises(ValueError, match="conditioning"):
-        net(x)
-    with pytest.raises(ValueError, match="no batch"):
-        EGNNFlowNet(2, **SMALL)(x)
+        net(x, None, layout)
+    with pytest.raises(ValueError, match="GraphLayout"):
+        net(x, c)
     with pytest.raises(ValueError, match="node rows"):
-        net(x[:, :4], c)
-    with pytest.raises(ValueError, match="batch is"):
-        net(x[:-1], c)
-    # per-call batch overrides the stored one
-    torch.testing.assert_close(
-        net(x[:3], c[:1], batch=torch.zeros(3, dtype=torch.long)), net(x, c)[:3]
-    )
+        net(x[:, :4], c, layout)
+    with pytest.raises(ValueError, match="layout has 10 nodes"):
+        net(x[:-1], c, layout)
+    with pytest.raises(ValueError, match="pos_dim"):
+        net(x, c, GraphLayout(batch, pos_dim=2))
+    # the structure is the call's own: one network serves any batch, nothing is kept
+    first = GraphLayout(torch.zeros(3, dtype=torch.long))
+    torch.testing.assert_close(net(x[:3], c[:1], first), net(x, c, layout)[:3])
+    assert not any(b.numel() for b in net.buffers())
 
 
 # ---------------------------------------------------------------- exact log-det and the loss
@@ -226,8 +241,9 @@ def _brute_log_det(net, x, sizes, features=2):
     out, start, width = [], 0, 3 + features
     for n in sizes:
         xg, bg = x[start : start + n], torch.zeros(n, dtype=torch.long)
+        lg = GraphLayout(bg)
         jac = torch.autograd.functional.jacobian(
-            lambda t, n=n, bg=bg: net(t.reshape(n, width), batch=bg).reshape(-1), xg.reshape(-1)
+            lambda t, n=n, lg=lg: net(t.reshape(n, width), None, lg).reshape(-1), xg.reshape(-1)
         )
         basis = torch.zeros(width * n, 3 * (n - 1) + features * n)
         rows = torch.arange(width * n).reshape(n, width)
@@ -241,7 +257,7 @@ def _brute_log_det(net, x, sizes, features=2):
 def test_exact_log_det_through_egnn_matches_brute_force_and_is_invariant():
     torch.manual_seed(8)
     batch = _batch()
-    net = _perturb(EGNNFlowNet(2, batch=batch, **SMALL))
+    net = _perturb(EGNNFlowNet(2, **SMALL))
     x = _rows(batch)
     layout = GraphLayout(batch, pos_dim=3)
     with torch.no_grad():
@@ -265,16 +281,14 @@ def test_exact_log_det_through_egnn_matches_brute_force_and_is_invariant():
 def test_fff_loss_with_egnn_pair_has_finite_gradients(decoder_jvp):
     torch.manual_seed(9)
     batch = _batch()
-    enc = EGNNFlowNet(2, batch=batch, **SMALL)
-    dec = EGNNFlowNet(2, batch=batch, **SMALL)
+    enc = EGNNFlowNet(2, **SMALL)
+    dec = EGNNFlowNet(2, **SMALL)
     x = _rows(batch)
     layout = GraphLayout(batch, pos_dim=3)
     terms = fff_loss(x, enc, dec, beta=10.0, layout=layout, decoder_jvp=decoder_jvp)
     assert terms.loss.shape == (3,) and bool(torch.isfinite(terms.loss).all())
     # latent positions keep the data's zero centre of mass
-    torch.testing.assert_close(
-        graph_mean(terms.z[:, :3], batch, 3), torch.zeros(3, 3), rtol=0, atol=1e-13
-    )
+    torch.testing.assert_close(_com(terms.z[:, :3], batch), torch.zeros(3, 3), rtol=0, atol=1e-13)
     terms.loss.mean().backward()
     grads = [p.grad for p in [*enc.parameters(), *dec.parameters()]]
     assert all(g is not None and bool(torch.isfinite(g).all()) for g in grads)

@@ -59,10 +59,10 @@ def test_subspace_surrogate_gradient_on_zero_com():
     q = layout.basis  # (6, 4)
     a = torch.nn.Parameter(torch.eye(4) + 0.2 * torch.randn(4, 4))
 
-    def f(x, c=None):
+    def f(x, c=None, layout=None):
         return x @ q @ a.T @ q.T + layout_perp(x)
 
-    def g(z, c=None):
+    def g(z, c=None, layout=None):
         return torch.linalg.solve(a, (z @ q).T).T @ q.T + layout_perp(z)
 
     def layout_perp(t):
@@ -117,7 +117,7 @@ def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="Hutchinson"):
         fff_loss(torch.zeros(2, 2), f, f.inverse, beta=1.0, hutchinson_samples=3)
     with pytest.raises(ValueError, match="preserve shape"):
-        fff_loss(torch.zeros(2, 2), lambda x, c: x[:, :1], f.inverse, beta=1.0)
+        fff_loss(torch.zeros(2, 2), lambda x, c, layout: x[:, :1], f.inverse, beta=1.0)
 
 
 @pytest.mark.usefixtures("float64")

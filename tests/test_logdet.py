@@ -31,9 +31,9 @@ def test_linear_closed_form_and_loop_agree():
     a = torch.randn(4, 4)
     x = torch.randn(3, 4)
     want = torch.linalg.slogdet(a).logabsdet.expand(3)
-    fast = log_abs_det_jacobian(lambda t: t @ a.T, x)
-    loop = log_abs_det_jacobian(lambda t: t @ a.T, x, vectorize=False)
-    chunked = log_abs_det_jacobian(lambda t: t @ a.T, x, chunk_size=3)
+    fast = log_abs_det_jacobian(lambda t, c, layout: t @ a.T, x)
+    loop = log_abs_det_jacobian(lambda t, c, layout: t @ a.T, x, vectorize=False)
+    chunked = log_abs_det_jacobian(lambda t, c, layout: t @ a.T, x, chunk_size=3)
     for got in (fast, loop, chunked):
         torch.testing.assert_close(got, want)
 
@@ -41,7 +41,9 @@ def test_linear_closed_form_and_loop_agree():
 def test_elementwise_closed_form():
     """f(x) = sinh(x): log|det J| = sum log cosh(x)."""
     x = torch.randn(6, 3)
-    torch.testing.assert_close(log_abs_det_jacobian(torch.sinh, x), torch.log(torch.cosh(x)).sum(1))
+    torch.testing.assert_close(
+        log_abs_det_jacobian(lambda t, c, layout: torch.sinh(t), x), torch.log(torch.cosh(x)).sum(1)
+    )
 
 
 def test_helmert_basis_is_orthonormal_and_mean_free():
@@ -60,7 +62,7 @@ def test_particle_subspace_closed_form():
     m = q @ a @ q.T + torch.ones(n, n) / n
     big = torch.kron(m, torch.eye(d))
     x = layout.project(torch.randn(5, n * d))
-    got = log_abs_det_jacobian(lambda t: t @ big.T, x, layout)
+    got = log_abs_det_jacobian(lambda t, c, layout: t @ big.T, x, layout)
     want = d * torch.linalg.slogdet(a).logabsdet
     torch.testing.assert_close(got, want.expand(5))
 
@@ -70,14 +72,14 @@ def test_custom_dense_basis_restricts_the_map():
     q, _ = torch.linalg.qr(torch.randn(5, 2))
     a = torch.randn(5, 5)
     x = torch.randn(4, 5)
-    got = log_abs_det_jacobian(lambda t: t @ a.T, x, DenseLayout(q))
+    got = log_abs_det_jacobian(lambda t, c, layout: t @ a.T, x, DenseLayout(q))
     torch.testing.assert_close(got, torch.linalg.slogdet(q.T @ a @ q).logabsdet.expand(4))
 
 
 def _graph_map(w, v, u, batch, num_graphs):
     """A nonlinear map on node rows with interactions inside each graph only."""
 
-    def fn(t):
+    def fn(t, c=None, layout=None):
         pooled = torch.zeros(num_graphs, t.shape[1], dtype=t.dtype).index_add(
             0, batch, torch.tanh(t @ v)
         )
@@ -120,7 +122,7 @@ def test_graph_layout_matches_per_graph_brute_force():
 def test_graph_jacobian_pads_with_identity():
     batch = torch.tensor([0, 0, 1, 1, 1])
     x = torch.randn(5, 3)
-    jac = jacobian(lambda t: 2 * t, x, GraphLayout(batch, pos_dim=3))
+    jac = jacobian(lambda t, c, layout: 2 * t, x, GraphLayout(batch, pos_dim=3))
     # graph 0 has 3 dof, graph 1 has 6: padded rows of graph 0 are identity
     assert jac.shape == (2, 6, 6)
     torch.testing.assert_close(

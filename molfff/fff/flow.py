@@ -14,16 +14,38 @@ from molfff.fff.loss import FFFTerms, fff_loss
 class FreeFormFlow(nn.Module):
     """A normalizing flow made of any dimension-preserving encoder/decoder pair.
 
-    ``encoder(x, c)`` and ``decoder(z, c)`` are modules mapping a batch to a batch of the same
-    shape (``c`` may be None). Training uses :meth:`loss`; the exact density uses the decoder
-    Jacobian; sampling is one decoder pass.
+    ``encoder`` and ``decoder`` are modules called as ``net(x, c, layout)`` (see
+    :class:`~molfff.fff.FlowNetwork`) that map a batch to a batch of the same shape (``c`` may be
+    None). Every method passes the layout on to them: the flow's own (dense data, particles) or
+    the one given per call (graph batches, whose structure changes from batch to batch).
+    Training uses :meth:`loss`; the exact density uses the decoder Jacobian; sampling is one
+    decoder pass.
+
+    No method changes gradient mode: :meth:`log_prob`, :meth:`sample` and
+    :meth:`sample_with_log_prob` are differentiable in the parameters (e.g. to train by maximum
+    likelihood on the exact density, or through samples); wrap evaluation in ``torch.no_grad()``
+    to save the memory of the graph.
 
     Args:
         encoder: f, data -> latent.
         decoder: g, latent -> data; trained to invert f.
         latent: p_Z; standard normal on the layout's space by default.
-        layout: batch structure for dense data (graphs pass theirs per call).
+        layout: batch structure for dense data and particles (graphs pass theirs per call).
         event_shape: shape of one dense sample, used by ``sample(n)``.
+
+    Example:
+        >>> import torch
+        >>> from molfff.nn import ResNet
+        >>> flow = FreeFormFlow(ResNet(2, width=8, blocks=1), ResNet(2, width=8, blocks=1),
+        ...                     event_shape=(2,))
+        >>> x = torch.randn(16, 2)
+        >>> terms = flow.loss(x, beta=10.0)
+        >>> terms.loss.mean().backward()
+        >>> with torch.no_grad():
+        ...     nll = -flow.log_prob(x)
+        ...     samples = flow.sample(5, generator=torch.Generator().manual_seed(0))
+        >>> nll.shape, samples.shape
+        (torch.Size([16]), torch.Size([5, 2]))
     """
 
     def __init__(
@@ -41,13 +63,16 @@ class FreeFormFlow(nn.Module):
         self.layout = DenseLayout() if layout is None else layout
         self.event_shape = event_shape
 
-    def encode(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        """``z = f(x)``."""
-        return self.encoder(x, c)
+    def _layout(self, layout: Layout | None) -> Layout:
+        return self.layout if layout is None else layout
 
-    def decode(self, z: Tensor, c: Tensor | None = None) -> Tensor:
-        """``x = g(z)``."""
-        return self.decoder(z, c)
+    def encode(self, x: Tensor, c: Tensor | None = None, layout: Layout | None = None) -> Tensor:
+        """``z = f(x)``, shaped like ``x``."""
+        return self.encoder(x, c, self._layout(layout))
+
+    def decode(self, z: Tensor, c: Tensor | None = None, layout: Layout | None = None) -> Tensor:
+        """``x = g(z)``, shaped like ``z``."""
+        return self.decoder(z, c, self._layout(layout))
 
     def loss(
         self,
@@ -64,7 +89,7 @@ class FreeFormFlow(nn.Module):
             self.decoder,
             beta,
             c=c,
-            layout=self.layout if layout is None else layout,
+            layout=self._layout(layout),
             latent=self.latent,
             **kwargs,
         )
@@ -79,17 +104,27 @@ class FreeFormFlow(nn.Module):
         """Exact model log-density ``log p_Z(f(x)) - log|det J_g(f(x))|``, ``(B,)``.
 
         Exact for the model whose density is defined by the decoder g pushing p_Z forward, at
-        points reconstructed by ``g(f(x)) ≈ x`` (paper eq. 4).
-        """
-        layout = self.layout if layout is None else layout
-        with torch.no_grad():
-            z = self.encode(x, c)
-            log_det = log_abs_det_jacobian(
-                lambda t: self.decode(t, c), z, layout, chunk_size=chunk_size
-            )
-            return self.latent.log_prob(z, layout) - log_det
+        points reconstructed by ``g(f(x)) ≈ x`` (paper eq. 4). Differentiable in the parameters
+        of both networks when gradients are enabled.
 
-    @torch.no_grad()
+        Args:
+            x: batch laid out as ``layout`` says.
+            c: conditioning, one row per sample.
+            layout: batch structure (defaults to the flow's).
+            chunk_size: Jacobian columns per vmap chunk (memory bound).
+        """
+        layout = self._layout(layout)
+        z = self.encode(x, c, layout)
+        log_det = log_abs_det_jacobian(self.decoder, z, layout, c=c, chunk_size=chunk_size)
+        return self.latent.log_prob(z, layout) - log_det
+
+    def reconstruction(
+        self, x: Tensor, c: Tensor | None = None, layout: Layout | None = None
+    ) -> Tensor:
+        """``||x - g(f(x))||^2`` summed per sample, ``(B,)``: how far f is from inverting g."""
+        layout = self._layout(layout)
+        return layout.sum_per_sample((self.decode(self.encode(x, c, layout), c, layout) - x) ** 2)
+
     def sample_with_log_prob(
         self,
         n: int | None = None,
@@ -112,15 +147,12 @@ class FreeFormFlow(nn.Module):
         Returns:
             ``x`` shaped like z, and ``log q(x)`` ``(B,)``.
         """
-        layout = self.layout if layout is None else layout
+        layout = self._layout(layout)
         z = self._draw_latent(n, like, layout, generator)
-        x = self.decode(z, c)
-        log_det = log_abs_det_jacobian(
-            lambda t: self.decode(t, c), z, layout, chunk_size=chunk_size
-        )
+        x = self.decode(z, c, layout)
+        log_det = log_abs_det_jacobian(self.decoder, z, layout, c=c, chunk_size=chunk_size)
         return x, self.latent.log_prob(z, layout) - log_det
 
-    @torch.no_grad()
     def sample(
         self,
         n: int | None = None,
@@ -135,11 +167,12 @@ class FreeFormFlow(nn.Module):
         Args:
             n: number of dense samples (needs ``event_shape``); or give ``like``.
             c: conditioning, one row per sample.
-            like: template tensor providing shape, dtype and device of z.
+            like: template tensor providing shape, dtype and device of z (graphs: node rows).
             layout: batch structure of ``like`` (defaults to the flow's).
+            generator: random generator for z.
         """
-        layout = self.layout if layout is None else layout
-        return self.decode(self._draw_latent(n, like, layout, generator), c)
+        layout = self._layout(layout)
+        return self.decode(self._draw_latent(n, like, layout, generator), c, layout)
 
     def _draw_latent(
         self,

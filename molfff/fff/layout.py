@@ -2,7 +2,10 @@
 
 A layout answers, for a batch tensor ``t`` shaped like the data, the questions the method asks:
 per-sample sums, the projection onto the subspace the data lives on, the number of degrees of
-freedom per sample, and an orthonormal basis of that subspace (for exact Jacobians).
+freedom per sample, and an orthonormal basis of that subspace (for exact Jacobians). A layout
+is also the graph structure networks receive on every call (``net(x, c, layout)``, see
+:mod:`molfff.fff.network`): :class:`GraphLayout` carries ``batch``, ``num_graphs`` and the fully
+connected ``edge_index``, and :meth:`ParticleLayout.graph` gives the same view of particle rows.
 
 Shape vocabulary: ``(B, D)`` dense samples, ``(B, n·d)`` flattened particles, ``(N, F)`` graph
 node rows with ``(N,)`` batch vector, ``(B,)`` per-sample values, ``(M, ...)`` one row per basis
@@ -13,9 +16,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
+from functools import cached_property
 
 import torch
 from torch import Tensor
+
+from molfff.fff.graph import fully_connected_edges
 
 
 def helmert_basis(n: int, *, dtype=None, device=None) -> Tensor:
@@ -166,11 +172,29 @@ class ParticleLayout(DenseLayout):
             torch.eye(spatial_dim, dtype=torch.float64),
         )
         super().__init__(basis)
+        self._graph: GraphLayout | None = None
 
     def project(self, t: Tensor) -> Tensor:
         # Subtracting the centre of mass is the same projection as Q Q^T, in O(n·d).
         p = t.reshape(t.shape[0], self.n_particles, self.spatial_dim)
         return (p - p.mean(dim=1, keepdim=True)).reshape(t.shape)
+
+    def graph(self, t: Tensor) -> GraphLayout:
+        """The graph view of ``(B, n·d)`` rows: B fully connected graphs of n nodes.
+
+        Node rows are ``t.reshape(B · n, d)``; positions only (``pos_dim = d``). The last view
+        is kept, since consecutive batches usually share B and device.
+
+        Returns:
+            :class:`GraphLayout` with ``batch = (0,...,0, 1,...,1, ...)`` ``(B·n,)``.
+        """
+        b = t.shape[0]
+        cached = self._graph
+        if cached is None or cached.num_graphs != b or cached.batch.device != t.device:
+            batch = torch.arange(b, device=t.device).repeat_interleave(self.n_particles)
+            cached = GraphLayout(batch, b, pos_dim=self.spatial_dim)
+            self._graph = cached
+        return cached
 
 
 class GraphLayout(Layout):
@@ -179,6 +203,10 @@ class GraphLayout(Layout):
     The first ``pos_dim`` columns of a node row are positions; each graph's positions live on the
     zero-centre-of-mass subspace, the remaining feature columns are unconstrained. A graph of n
     nodes thus has ``(n-1)·pos_dim + n·(F - pos_dim)`` degrees of freedom.
+
+    The layout is built once per batch and is the graph structure every network call receives:
+    ``batch``, ``num_graphs`` and the fully connected :attr:`edge_index` (built on first use and
+    kept here, not in the networks).
 
     Args:
         batch: ``(N,)`` graph index of every node, values ``0..B-1``, sorted.
@@ -198,6 +226,12 @@ class GraphLayout(Layout):
         starts = torch.cumsum(self.counts, 0) - self.counts
         self.local_index = torch.arange(batch.numel(), device=batch.device) - starts[batch]
 
+    @cached_property
+    def edge_index(self) -> Tensor:
+        """``(2, E)`` fully connected edges within each graph, built on first use (one batch,
+        many network calls: encoder, decoder, every Jacobian column)."""
+        return fully_connected_edges(self.batch)
+
     def _check(self, t: Tensor) -> None:
         if t.dim() != 2 or t.shape[0] != self.batch.numel():
             raise ValueError(
@@ -207,9 +241,11 @@ class GraphLayout(Layout):
     def num_samples(self, t: Tensor) -> int:
         return self.num_graphs
 
-    def _scatter(self, rows: Tensor) -> Tensor:
-        out = rows.new_zeros((self.num_graphs, *rows.shape[1:]))
-        return out.index_add(0, self.batch, rows)
+    def _scatter(self, rows: Tensor, reduce: str = "sum") -> Tensor:
+        # imported here: PyG costs seconds to import, and dense users never need it
+        from torch_geometric.utils import scatter
+
+        return scatter(rows, self.batch, dim=0, dim_size=self.num_graphs, reduce=reduce)
 
     def sum_per_sample(self, t: Tensor) -> Tensor:
         return self._scatter(t.reshape(t.shape[0], -1).sum(dim=1))
@@ -227,7 +263,7 @@ class GraphLayout(Layout):
         if self.pos_dim == 0:
             return t
         pos = t[:, : self.pos_dim]
-        mean = self._scatter(pos) / self.counts.clamp(min=1).unsqueeze(1).to(t.dtype)
+        mean = self._scatter(pos, "mean")
         return torch.cat([pos - mean[self.batch], t[:, self.pos_dim :]], dim=1)
 
     def _helmert_rows(self, dtype) -> Tensor:

@@ -16,7 +16,6 @@ forward graph), ``v^T J_f`` one reverse-mode VJP of the encoder with ``create_gr
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,8 +24,7 @@ from torch import Tensor
 
 from molfff.fff.latent import StandardNormal
 from molfff.fff.layout import DenseLayout, Layout
-
-Network = Callable[[Tensor, Tensor | None], Tensor]
+from molfff.fff.network import FlowNetwork
 
 
 @dataclass
@@ -85,8 +83,8 @@ def hutchinson_vectors(
 
 def fff_loss(
     x: Tensor,
-    encode: Network,
-    decode: Network,
+    encode: FlowNetwork,
+    decode: FlowNetwork,
     beta: float,
     *,
     c: Tensor | None = None,
@@ -101,11 +99,12 @@ def fff_loss(
 
     Args:
         x: data batch, ``(B, D)`` or laid out as ``layout`` says (e.g. ``(N, F)`` node rows).
-        encode: ``f(x, c) -> z`` shaped like x.
-        decode: ``g(z, c) -> x`` shaped like z.
+        encode: ``f(x, c, layout) -> z`` shaped like x (:class:`~molfff.fff.FlowNetwork`).
+        decode: ``g(z, c, layout) -> x`` shaped like z.
         beta: reconstruction weight; the reconstruction is a per-sample *sum* of squares.
         c: optional conditioning, passed unchanged to both networks.
-        layout: batch structure; dense full-dimensional if omitted.
+        layout: batch structure, passed to both networks on every call; dense
+            full-dimensional if omitted.
         latent: latent distribution; standard normal on the layout's space if omitted.
         hutchinson_samples: K, the number of trace-estimator vectors.
         noise_std: std of Gaussian noise added to x (on the subspace) before encoding, the
@@ -119,6 +118,23 @@ def fff_loss(
 
     Returns:
         :class:`FFFTerms` with per-sample values.
+
+    Raises:
+        ValueError: for a negative ``beta`` or ``noise_std``, an unknown ``decoder_jvp``, more
+            Hutchinson vectors than dimensions, or an encoder that changes the shape.
+
+    Example:
+        A linear pair with ``g = f^{-1}``: the reconstruction vanishes.
+
+        >>> import torch
+        >>> a = torch.tensor([[2.0, 0.5], [0.0, 1.0]])
+        >>> def f(x, c, layout):
+        ...     return x @ a.T
+        >>> def g(z, c, layout):
+        ...     return z @ torch.linalg.inv(a).T
+        >>> terms = fff_loss(torch.randn(8, 2), f, g, beta=10.0)
+        >>> terms.loss.shape, bool(terms.reconstruction.max() < 1e-10)
+        (torch.Size([8]), True)
 
     Reference:
         Draxler, Sorrenson, Zimmermann, Rousselot, Köthe, "Free-form Flows: Make Any
@@ -139,7 +155,7 @@ def fff_loss(
     # else x comes from a differentiable map (e.g. a dequantizer) and keeps its graph: the
     # surrogate's gradient w.r.t. x is then also an unbiased estimate of ∇_x log|det J_f(x)|
 
-    z = encode(x, c)
+    z = encode(x, c, layout)
     if z.shape != x.shape:
         raise ValueError(f"encoder must preserve shape: {tuple(x.shape)} -> {tuple(z.shape)}")
 
@@ -150,13 +166,15 @@ def fff_loss(
         jvs = []
         for v in vs:
             with fwAD.dual_level():
-                primal, jv = fwAD.unpack_dual(decode(fwAD.make_dual(z, v), c))  # g(z), J_g v
+                primal, jv = fwAD.unpack_dual(
+                    decode(fwAD.make_dual(z, v), c, layout)
+                )  # g(z), J_g v
             x_hat = primal if x_hat is None else x_hat
             jvs.append(jv.detach())
     else:
         # J_g v as the VJP of the VJP ("double-backward trick"): reuses the decoder's plain
         # forward pass, which the reconstruction needs anyway.
-        x_hat = decode(z, c)
+        x_hat = decode(z, c, layout)
         u = torch.zeros_like(x_hat, requires_grad=True)
         (ut_j,) = torch.autograd.grad(x_hat, z, u, create_graph=True)  # u^T J_g, linear in u
         jvs = [torch.autograd.grad(ut_j, u, v, retain_graph=True)[0] for v in vs]

@@ -63,16 +63,12 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.distributions import Normal
+from torch_geometric.utils import scatter
 
 from molfff.nn.egnn import EGNN
 
 _LOG_2PI = math.log(2 * math.pi)
-
-
-def gaussian_log_prob(u: Tensor, mu: Tensor, log_sigma: Tensor) -> Tensor:
-    """Elementwise ``log N(u; mu, sigma^2) = -(u - mu)^2 / (2 sigma^2) - log sigma - log(2π)/2``."""
-    z = (u - mu) * torch.exp(-log_sigma)
-    return -0.5 * z**2 - log_sigma - 0.5 * _LOG_2PI
 
 
 def _check_margin(margin: float, upper: float) -> None:
@@ -115,7 +111,8 @@ def _log_density(u: Tensor, mu: Tensor, log_sigma: Tensor, log_det: Tensor) -> T
     """``sum_j log N(u_j) - log_det`` per row; ``-inf`` where ``log_det`` is ``+inf`` (outside)."""
     inside = torch.isfinite(log_det)
     u = torch.where(inside.unsqueeze(1), u, mu)  # keep the Gaussian finite outside the support
-    value = gaussian_log_prob(u, mu, log_sigma).sum(dim=1) - torch.where(inside, log_det, 0.0)
+    log_n = Normal(mu, log_sigma.exp(), validate_args=False).log_prob(u).sum(dim=1)
+    value = log_n - torch.where(inside, log_det, 0.0)
     return torch.where(inside, value, torch.full_like(value, -math.inf))
 
 
@@ -238,11 +235,6 @@ def ordinal_log_prob(
     return _log_density(u, mu, log_sigma, log_det), c
 
 
-def _per_graph(values: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-    """``(N,) -> (B,)`` sums over the nodes of every graph."""
-    return values.new_zeros(num_graphs).index_add(0, batch, values)
-
-
 class Dequantizer(nn.Module):
     """Variational dequantizer of ``(one_hot (N, K), charge (N, 1))`` into ``v (N, K + 1)``.
 
@@ -284,7 +276,7 @@ class Dequantizer(nn.Module):
         nn.init.zeros_(self.net.embedding_out.weight)
         nn.init.zeros_(self.net.embedding_out.bias)
 
-    def _check_graph(self, pos: Tensor, batch: Tensor) -> None:
+    def _check_inputs(self, pos: Tensor, batch: Tensor) -> None:
         if pos.dim() != 2 or pos.shape[1] < 1 or not pos.is_floating_point():
             raise ValueError(f"pos must be a float (N, 3) tensor, got {tuple(pos.shape)}")
         if batch.shape != (pos.shape[0],) or batch.dtype not in (torch.int32, torch.int64):
@@ -338,7 +330,7 @@ class Dequantizer(nn.Module):
         Returns:
             ``v (N, K + 1)`` and ``log q (B,)``, the term subtracted in the ELBO.
         """
-        self._check_graph(pos, batch)
+        self._check_inputs(pos, batch)
         n, k = pos.shape[0], self.num_types
         if one_hot.shape != (n, k):
             raise ValueError(f"one_hot must be ({n}, {k}), got {tuple(one_hot.shape)}")
@@ -356,12 +348,14 @@ class Dequantizer(nn.Module):
         mu, log_sigma = self.conditional(pos, one_hot, charge, batch)
         eps = eps.to(pos.dtype)
         u = mu + torch.exp(log_sigma) * eps  # (N, K + 1)
-        log_n = (-0.5 * eps**2 - log_sigma - 0.5 * _LOG_2PI).sum(dim=1)  # (N,) log N(u)
+        # log N(u; mu, sigma^2) through eps = (u - mu) / sigma, which we have exactly: no
+        # cancellation in u - mu when sigma is small against mu
+        log_n = (-0.5 * eps**2 - log_sigma - 0.5 * _LOG_2PI).sum(dim=1)  # (N,)
         v_types, ld_types = argmax_threshold(u[:, :k], one_hot.argmax(dim=1), self.margin)
         v_charge, ld_charge = ordinal_dequantize(
             u[:, k:], charge.to(pos.dtype), self.charge_scale, self.margin
         )
-        log_q = _per_graph(log_n - ld_types - ld_charge, batch.long(), num_graphs)
+        log_q = scatter(log_n - ld_types - ld_charge, batch.long(), 0, num_graphs, reduce="sum")
         return torch.cat([v_types, v_charge], dim=1), log_q
 
     def log_prob(
@@ -373,7 +367,7 @@ class Dequantizer(nn.Module):
         density of :meth:`forward` at ``v`` given the molecule ``v`` belongs to. Points within
         ``margin`` of a cell boundary have density zero (``-inf``).
         """
-        self._check_graph(pos, batch)
+        self._check_inputs(pos, batch)
         n, k = pos.shape[0], self.num_types
         if v.shape != (n, k + 1):
             raise ValueError(f"v must be ({n}, {k + 1}), got {tuple(v.shape)}")
@@ -384,7 +378,7 @@ class Dequantizer(nn.Module):
         lq_charge, _ = ordinal_log_prob(
             v[:, k:], mu[:, k:], log_sigma[:, k:], self.charge_scale, self.margin
         )
-        return _per_graph(lq_types + lq_charge, batch.long(), num_graphs)
+        return scatter(lq_types + lq_charge, batch.long(), 0, num_graphs, reduce="sum")
 
     def quantize(self, v: Tensor) -> tuple[Tensor, Tensor]:
         """``v (N, K + 1) -> (one_hot (N, K), charge (N, 1))``: argmax and ``floor(a v_c)``.

@@ -3,9 +3,12 @@
 A molecule of n atoms is the node rows ``x = [pos, v]`` ``(n, 3 + K + 1)``: positions in Å with
 zero centre of mass, and continuous features ``v`` that dequantize the one-hot atom type (argmax
 flow) and the charge (variational dequantization), see
-:mod:`molfff.molecules.dequantization`. Encoder and decoder are
-:class:`~molfff.nn.egnn.EGNNFlowNet` s. The per-molecule negative log-likelihood in nats is the
-single-sample variational bound (Satorras et al. 2021, "E(n) Equivariant Normalizing Flows")
+:mod:`molfff.molecules.dequantization`. :class:`MoleculeFlow` is that dequantizer and the size
+distribution p(n) around a :class:`~molfff.fff.FreeFormFlow` (``self.flow``) whose encoder and
+decoder are :class:`~molfff.nn.egnn_flow.EGNNFlowNet` s; the batch's
+:class:`~molfff.fff.GraphLayout` is the graph structure they receive. The per-molecule negative
+log-likelihood in nats is the single-sample variational bound (Satorras et al. 2021, "E(n)
+Equivariant Normalizing Flows")
 
     -log p(x, h, n) <= -log p(n) - log p_Z(f(x)) + log|det J_g(f(x))| + log q(v | x, h),
 
@@ -23,9 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from molfff.fff import GraphLayout, StandardNormal, fff_loss, log_abs_det_jacobian
+from molfff.fff import FreeFormFlow, GraphLayout, StandardNormal
 from molfff.molecules.dequantization import Dequantizer
-from molfff.nn.egnn import EGNNFlowNet
+from molfff.nn.egnn_flow import EGNNFlowNet
 
 
 @dataclass
@@ -53,7 +56,16 @@ class MoleculeBatch:
 
 
 class MoleculeFlow(nn.Module):
-    """Free-form flow over molecules; see the module docstring for the likelihood.
+    """Dequantizer and size distribution p(n) around a free-form flow on ``[pos, v]`` node rows.
+
+    See the module docstring for the likelihood. Loss, NLL and sampling are those of
+    ``self.flow`` (a :class:`~molfff.fff.FreeFormFlow`) on the batch's
+    :class:`~molfff.fff.GraphLayout`, plus the dequantization and size terms. Gradient mode is
+    the caller's: wrap evaluation (:meth:`nll`, :meth:`sample`) in ``torch.no_grad()``.
+
+    State-dict keys are ``flow.encoder.*``, ``flow.decoder.*``, ``dequantizer.*``, ``log_p_n``;
+    checkpoints written before the flow was a :class:`~molfff.fff.FreeFormFlow` (``encoder.*``,
+    ``decoder.*``) are renamed on load.
 
     Args:
         num_types: K, number of atom types (QM9: H, C, N, O, F).
@@ -62,6 +74,18 @@ class MoleculeFlow(nn.Module):
         blocks: EGNN blocks of encoder and decoder each (paper: 16).
         dequantizer_blocks: EGNN blocks of the dequantizer's conditional network.
         charge_scale: the dequantized charge is ``(c + s) / charge_scale``.
+
+    Example:
+        >>> import torch
+        >>> p_n = torch.tensor([0.0, 0.0, 0.5, 0.5])  # molecules of 2 or 3 atoms
+        >>> model = MoleculeFlow(5, p_n, hidden=8, blocks=1, dequantizer_blocks=1)
+        >>> g = torch.Generator().manual_seed(0)
+        >>> with torch.no_grad():
+        ...     mol = model.sample(4, generator=g)
+        ...     out = model.nll(mol, generator=g)
+        >>> mol.pos.shape[1], out["nll"].shape
+        (3, torch.Size([4]))
+        >>> model.loss(mol, beta=10.0, generator=g)["loss"].mean().backward()
     """
 
     def __init__(
@@ -78,18 +102,29 @@ class MoleculeFlow(nn.Module):
             raise ValueError("node_distribution must be a (n_max + 1,) probability vector")
         self.num_types = num_types
         features = num_types + 1
-        self.encoder = EGNNFlowNet(features, pos_dim=3, hidden=hidden, blocks=blocks)
-        self.decoder = EGNNFlowNet(features, pos_dim=3, hidden=hidden, blocks=blocks)
+        # registered first, as encoder and decoder were: optimizer states keep their order
+        self.flow = FreeFormFlow(
+            EGNNFlowNet(features, pos_dim=3, hidden=hidden, blocks=blocks),
+            EGNNFlowNet(features, pos_dim=3, hidden=hidden, blocks=blocks),
+            latent=StandardNormal(),
+        )
         self.dequantizer = Dequantizer(
             num_types, charge_scale=charge_scale, hidden=hidden, blocks=dequantizer_blocks
         )
         p = node_distribution.double() / node_distribution.sum()
         self.register_buffer("log_p_n", p.log().float())
-        self.latent = StandardNormal()
 
-    def _graph(self, batch: Tensor, num_graphs: int, nets=None) -> GraphLayout:
-        for net in (self.encoder, self.decoder) if nets is None else nets:
-            net.set_batch(batch, num_graphs)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # the one place where checkpoints of the former layout (encoder.*, decoder.* directly
+        # on this module) are renamed to flow.encoder.*, flow.decoder.*
+        for old in ("encoder.", "decoder."):
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + "flow." + key[len(prefix) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @staticmethod
+    def graph_layout(batch: Tensor, num_graphs: int) -> GraphLayout:
+        """The graph structure of a batch of molecules: positions are the first 3 columns."""
         return GraphLayout(batch, num_graphs, pos_dim=3)
 
     def dequantize(
@@ -104,7 +139,7 @@ class MoleculeFlow(nn.Module):
             generator=generator,
             num_graphs=mol.num_graphs,
         )
-        layout = self._graph(mol.batch, mol.num_graphs)
+        layout = self.graph_layout(mol.batch, mol.num_graphs)
         return torch.cat([mol.pos, v], dim=1), log_q, layout
 
     def log_p_size(self, batch: Tensor, num_graphs: int) -> Tensor:
@@ -120,18 +155,13 @@ class MoleculeFlow(nn.Module):
     def loss(
         self, mol: MoleculeBatch, beta: float, generator: torch.Generator | None = None, **kwargs
     ) -> dict[str, Tensor]:
-        """Per-molecule training terms ``(B,)``: FFF surrogate on ``[pos, v]`` plus ``log q``."""
+        """Per-molecule training terms ``(B,)``: FFF surrogate on ``[pos, v]`` plus ``log q``.
+
+        ``kwargs`` go to :func:`molfff.fff.fff_loss` (``hutchinson_samples``, ``noise_std``,
+        ``decoder_jvp``); ``generator`` draws the dequantization noise, then v and the noise.
+        """
         x, log_q, layout = self.dequantize(mol, generator)
-        terms = fff_loss(
-            x,
-            self.encoder,
-            self.decoder,
-            beta,
-            layout=layout,
-            latent=self.latent,
-            generator=generator,
-            **kwargs,
-        )
+        terms = self.flow.loss(x, beta, layout=layout, generator=generator, **kwargs)
         return {
             "loss": terms.loss + log_q,
             "reconstruction": terms.reconstruction,
@@ -145,22 +175,21 @@ class MoleculeFlow(nn.Module):
         generator: torch.Generator | None = None,
         chunk_size: int | None = 32,
     ) -> dict[str, Tensor]:
-        """Exact single-sample NLL bound per molecule (nats) and its parts, ``(B,)`` each."""
-        with torch.no_grad():
-            x, log_q, layout = self.dequantize(mol, generator)
-            z = self.encoder(x)
-            log_det = log_abs_det_jacobian(self.decoder, z, layout, chunk_size=chunk_size)
-            nll_xv = -self.latent.log_prob(z, layout) + log_det
-            recon = layout.sum_per_sample((self.decoder(z) - x) ** 2)
-            log_p_n = self.log_p_size(mol.batch, mol.num_graphs)
+        """Exact single-sample NLL bound per molecule (nats) and its parts, ``(B,)`` each.
+
+        Returns:
+            ``nll`` (with ``-log p(n)``), ``nll_given_n``, ``reconstruction`` and ``dims``.
+        """
+        x, log_q, layout = self.dequantize(mol, generator)
+        nll_xv = -self.flow.log_prob(x, layout=layout, chunk_size=chunk_size)
+        log_p_n = self.log_p_size(mol.batch, mol.num_graphs)
         return {
             "nll": nll_xv + log_q - log_p_n,
             "nll_given_n": nll_xv + log_q,
-            "reconstruction": recon,
+            "reconstruction": self.flow.reconstruction(x, layout=layout),
             "dims": layout.dims(x),
         }
 
-    @torch.no_grad()
     def sample(
         self,
         num_molecules: int,
@@ -176,12 +205,11 @@ class MoleculeFlow(nn.Module):
             )
         sizes = sizes.to(device)
         batch = torch.repeat_interleave(torch.arange(num_molecules, device=device), sizes)
-        layout = self._graph(batch, num_molecules, nets=(self.decoder,))
-        weight = next(self.decoder.parameters())
+        weight = next(self.flow.decoder.parameters())
         like = torch.empty(
             len(batch), 3 + self.num_types + 1, dtype=weight.dtype, device=weight.device
         )
-        z = self.latent.sample(like, layout, generator=generator)
-        x = self.decoder(z)
+        layout = self.graph_layout(batch, num_molecules)
+        x = self.flow.sample(like=like, layout=layout, generator=generator)
         one_hot, charge = self.dequantizer.quantize(x[:, 3:])
         return MoleculeBatch(x[:, :3], one_hot, charge, batch, num_molecules)

@@ -1,8 +1,32 @@
-"""Architectures: dense conditional ResNets; E(n)-equivariant GNNs in :mod:`molfff.nn.egnn`.
+"""Architectures: dense conditional ResNets; E(n)-equivariant GNNs (PyG).
 
-The EGNN is not imported here, so dense users do not pay for importing PyG.
+Every flow network is called as ``net(x, c, layout)`` (:class:`molfff.fff.FlowNetwork`).
+The EGNN classes are imported on first access, so dense users do not pay for importing PyG.
 """
+
+from importlib import import_module
 
 from molfff.nn.resnet import ResidualBlock, ResNet, resnet
 
-__all__ = ["ResNet", "ResidualBlock", "resnet"]
+_LAZY = {
+    "EGNN": "molfff.nn.egnn",
+    "EGNNFlowNet": "molfff.nn.egnn_flow",
+    "ParticleEGNN": "molfff.nn.particles",
+    "fully_connected_edges": "molfff.nn.graph",
+}
+
+__all__ = [
+    "EGNN",
+    "EGNNFlowNet",
+    "ParticleEGNN",
+    "ResNet",
+    "ResidualBlock",
+    "fully_connected_edges",
+    "resnet",
+]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'molfff.nn' has no attribute {name!r}")

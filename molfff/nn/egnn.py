@@ -1,4 +1,7 @@
-"""Stabilized E(n)-equivariant graph neural network (EGNN) on fully connected molecular graphs.
+"""Stabilized E(n)-equivariant graph neural network (EGNN) layers on fully connected graphs.
+
+The flow adapter (node rows in, node rows out, graph structure from the layout) is
+:class:`~molfff.nn.egnn_flow.EGNNFlowNet`; graph utilities are in :mod:`molfff.nn.graph`.
 
 One equivariant block updates invariant node features ``h`` with ``L`` invariant sub-layers
 (GCL, Satorras et al. 2021a) and then the positions ``x`` once. With ``d_ij = x_i - x_j``,
@@ -38,44 +41,11 @@ import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
 
+from molfff.fff.graph import fully_connected_edges
+from molfff.nn.graph import edge_mlp
 from molfff.nn.resnet import ACTIVATIONS
 
 _EPS = 1e-8  # inside sqrt: keeps ||d_ij|| differentiable when two nodes coincide
-
-
-def fully_connected_edges(batch: Tensor) -> Tensor:
-    """All ordered pairs ``(j, i)``, ``i ≠ j``, of nodes in the same graph.
-
-    Plain torch (no pyg-lib): node i of a graph with n nodes is repeated n times, paired with
-    every node of its graph, and the self pairs are dropped. ``batch`` need not be sorted.
-
-    Args:
-        batch: ``(N,)`` non-negative graph index of every node.
-
-    Returns:
-        ``(2, E)`` long tensor, ``E = sum_g n_g (n_g - 1)``; row 0 is the source j, row 1 the
-        target i (PyG's ``source_to_target`` flow), grouped by target.
-    """
-    if batch.dim() != 1:
-        raise ValueError(f"batch must be (N,), got shape {tuple(batch.shape)}")
-    if batch.dtype not in (torch.int32, torch.int64):
-        raise ValueError(f"batch must hold integer graph indices, got {batch.dtype}")
-    device = batch.device
-    if batch.numel() == 0:
-        return torch.empty(2, 0, dtype=torch.long, device=device)
-    if bool((batch < 0).any()):
-        raise ValueError("batch must hold non-negative graph indices")
-    order = torch.argsort(batch, stable=True)  # node ids grouped by graph
-    grouped = batch[order].long()
-    counts = torch.bincount(grouped)  # (B,)
-    starts = torch.cumsum(counts, 0) - counts  # (B,)
-    size = counts[grouped]  # (N,) size of each node's graph
-    target = torch.repeat_interleave(torch.arange(batch.numel(), device=device), size)  # (P,)
-    first = torch.cumsum(size, 0) - size
-    offset = torch.arange(target.numel(), device=device) - torch.repeat_interleave(first, size)
-    source = starts[grouped[target]] + offset  # (P,) every node of the target's graph
-    keep = source != target
-    return torch.stack([order[source[keep]], order[target[keep]]])  # (2, E)
 
 
 def _mlp(sizes: list[int], activation: str, last_activation: bool) -> nn.Sequential:
@@ -85,35 +55,6 @@ def _mlp(sizes: list[int], activation: str, last_activation: bool) -> nn.Sequent
         if k < len(sizes) - 2 or last_activation:
             layers.append(ACTIVATIONS[activation]())
     return nn.Sequential(*layers)
-
-
-def edge_mlp(mlp: nn.Sequential, h: Tensor, edge_index: Tensor, edge_attr: Tensor) -> Tensor:
-    """``mlp(cat[h_i, h_j, a_ij])`` for every edge, its first layer factorised over nodes.
-
-    With the first layer's weight split as ``W = [W_i, W_j, W_a]``,
-    ``W [h_i, h_j, a_ij] + b = (h W_i^T)_i + (h W_j^T)_j + a_ij W_a^T + b``: the two ``(N, H)``
-    node projections are computed once and gathered per edge, so the first layer costs
-    ``O(N H^2 + E H)`` instead of ``O(E H^2)`` (E ≈ N n on fully connected graphs). Same parameters
-    and the same function as the concatenated form, up to floating-point rounding.
-
-    Args:
-        mlp: ``nn.Sequential`` whose first module is ``nn.Linear(2 H + A, ·)``.
-        h: ``(N, H)`` node features.
-        edge_index: ``(2, E)`` rows source j, target i.
-        edge_attr: ``(E, A)``.
-
-    Returns:
-        ``(E, out)``, the MLP's output per edge.
-    """
-    first = mlp[0]
-    hidden = h.shape[1]
-    source, target = edge_index
-    w = first.weight  # (H1, 2H + A)
-    out_dim = w.shape[0]
-    proj = h @ torch.cat([w[:, :hidden], w[:, hidden : 2 * hidden]]).T  # (N, 2 H1)
-    pre = torch.addmm(first.bias, edge_attr, w[:, 2 * hidden :].T)  # (E, H1)
-    pre = pre + proj[target, :out_dim] + proj[source, out_dim:]
-    return mlp[1:](pre)
 
 
 class GCL(MessagePassing):
@@ -316,107 +257,3 @@ class EGNN(nn.Module):
         for block in self.blocks:
             pos, h = block(pos, h, edge_index, r0)
         return pos, (h[:, :0] if self.embedding_out is None else self.embedding_out(h))
-
-
-def graph_mean(t: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
-    """Per-graph mean of node rows, ``(N, D), (N,) -> (B, D)``."""
-    counts = torch.bincount(batch, minlength=num_graphs).clamp(min=1).to(t.dtype)  # (B,)
-    sums = t.new_zeros((num_graphs, t.shape[1])).index_add(0, batch, t)
-    return sums / counts.unsqueeze(1)
-
-
-class EGNNFlowNet(nn.Module):
-    """An :class:`EGNN` as free-form flow encoder or decoder on node rows ``(N, d + F)``.
-
-    ``forward(x, c)`` has the signature :func:`molfff.fff.fff_loss` expects. The first ``d``
-    columns of a row are positions, the rest invariant features. With ``(pos', h') = EGNN(pos, h)``,
-
-        y_pos = pos + δ - mean_graph(δ),   δ = pos' - pos,       y_h = h + h',
-
-    a global skip connection whose position update is re-centred per graph: a zero-CoM input
-    gives a zero-CoM output, and a translation of the input translates the output (the Jacobian is
-    the identity on centre-of-mass directions). ``h'`` comes from a zero-initialised output layer
-    and ``δ`` from near-zero coordinate layers, so the map starts at (almost) the identity.
-
-    The graph structure is state, since the FFF core passes only ``(x, c)``: give ``batch`` at
-    construction or with :meth:`set_batch` (the fully connected ``(2, E)`` edges are then built
-    once and cached), or per call as ``forward(x, c, batch=...)``. ``batch`` and the edges are
-    non-persistent buffers: they follow ``.to(device)`` and stay out of the ``state_dict``.
-
-    Args:
-        features: F, invariant feature columns after the ``pos_dim`` position columns.
-        pos_dim: d, number of position columns (3 for molecules, 2 for DW4).
-        cond_dim: C, per-graph conditioning ``c`` of shape ``(B, C)`` appended to every node's
-            features (0: unconditional).
-        batch: optional ``(N,)`` graph index to start with.
-        **egnn_kwargs: passed to :class:`EGNN` (``hidden``, ``blocks``, ``sublayers``, ...).
-    """
-
-    batch: Tensor | None
-    edge_index: Tensor | None
-
-    def __init__(
-        self,
-        features: int,
-        pos_dim: int = 3,
-        cond_dim: int = 0,
-        batch: Tensor | None = None,
-        **egnn_kwargs,
-    ):
-        super().__init__()
-        if features < 0 or pos_dim < 1 or cond_dim < 0:
-            raise ValueError(
-                f"invalid EGNNFlowNet sizes: features={features}, pos_dim={pos_dim}, "
-                f"cond_dim={cond_dim}"
-            )
-        self.features, self.pos_dim, self.cond_dim = features, pos_dim, cond_dim
-        self.net = EGNN(features + cond_dim, features, **egnn_kwargs)
-        if self.net.embedding_out is not None:
-            nn.init.zeros_(self.net.embedding_out.weight)
-            nn.init.zeros_(self.net.embedding_out.bias)
-        self.register_buffer("batch", None, persistent=False)
-        self.register_buffer("edge_index", None, persistent=False)
-        self.num_graphs = 0
-        if batch is not None:
-            self.set_batch(batch)
-
-    def set_batch(self, batch: Tensor, num_graphs: int | None = None) -> EGNNFlowNet:
-        """Use graph index ``batch`` ``(N,)`` for the following calls; returns ``self``."""
-        if batch.dim() != 1 or batch.numel() == 0:
-            raise ValueError(f"batch must be a non-empty (N,) tensor, got {tuple(batch.shape)}")
-        self.edge_index = fully_connected_edges(batch)  # validates batch
-        self.batch = batch.long()
-        self.num_graphs = int(batch.max().item()) + 1 if num_graphs is None else num_graphs
-        return self
-
-    def forward(self, x: Tensor, c: Tensor | None = None, batch: Tensor | None = None) -> Tensor:
-        """``(N, d + F) -> (N, d + F)``; ``c`` is ``(B, C)`` when ``cond_dim > 0``."""
-        width = self.pos_dim + self.features
-        if x.dim() != 2 or x.shape[1] != width:
-            raise ValueError(f"EGNNFlowNet expects (N, {width}) node rows, got {tuple(x.shape)}")
-        if batch is None:
-            if self.batch is None:
-                raise ValueError("EGNNFlowNet has no batch: call set_batch(batch) or pass batch=")
-            batch, edge_index, num_graphs = self.batch, self.edge_index, self.num_graphs
-        else:
-            edge_index = fully_connected_edges(batch)
-            batch = batch.long()
-            num_graphs = int(batch.max().item()) + 1 if batch.numel() else 0
-        batch, edge_index = batch.to(x.device), edge_index.to(x.device)
-        if batch.shape != (x.shape[0],):
-            raise ValueError(f"batch is {tuple(batch.shape)} but x has {x.shape[0]} node rows")
-        pos, h = x[:, : self.pos_dim], x[:, self.pos_dim :]
-        h_in = h
-        if self.cond_dim:
-            if c is None or c.dim() != 2 or c.shape != (num_graphs, self.cond_dim):
-                got = None if c is None else tuple(c.shape)
-                raise ValueError(
-                    f"expected conditioning ({num_graphs}, {self.cond_dim}), got {got}"
-                )
-            h_in = torch.cat([h, c[batch]], dim=1)
-        elif c is not None:
-            raise ValueError("EGNNFlowNet built without conditioning (cond_dim=0) received c")
-        pos_out, h_out = self.net(pos, h_in, batch, edge_index)
-        delta = pos_out - pos  # (N, d), translation invariant
-        delta = delta - graph_mean(delta, batch, num_graphs)[batch]
-        return torch.cat([pos + delta, h + h_out], dim=1)

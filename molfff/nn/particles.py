@@ -2,21 +2,26 @@
 
 Particle systems (DW4, LJ13, LJ55) are dense rows ``(x_1, ..., x_n)`` of n particles in d
 dimensions, with no per-particle features. :class:`ParticleEGNN` views each row as a fully
-connected graph of n nodes and applies :class:`~molfff.nn.egnn.EGNNFlowNet`, so the map is
-E(d)-equivariant and permutation-equivariant, and keeps the zero-centre-of-mass subspace that
+connected graph of n nodes (:meth:`molfff.fff.ParticleLayout.graph`) and applies
+:class:`~molfff.nn.egnn_flow.EGNNFlowNet`, so the map is E(d)-equivariant and
+permutation-equivariant, and keeps the zero-centre-of-mass subspace that
 :class:`~molfff.fff.ParticleLayout` describes.
 """
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
-from molfff.nn.egnn import EGNNFlowNet
+from molfff.fff.layout import Layout, ParticleLayout
+from molfff.nn.egnn_flow import EGNNFlowNet
 
 
 class ParticleEGNN(nn.Module):
     """``(B, n·d) -> (B, n·d)`` through an equivariant GNN over the n particles of each row.
+
+    ``forward(x, c, layout)`` follows :class:`molfff.fff.FlowNetwork`; ``layout`` is the flow's
+    :class:`~molfff.fff.ParticleLayout` (one of the same ``n, d`` is made when omitted), whose
+    graph view gives the per-call graph structure.
 
     Args:
         n_particles: n.
@@ -32,15 +37,19 @@ class ParticleEGNN(nn.Module):
             )
         self.n_particles, self.spatial_dim = n_particles, spatial_dim
         self.net = EGNNFlowNet(features=0, pos_dim=spatial_dim, **egnn_kwargs)
-        self._batch_size = -1
 
-    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor | None = None, layout: Layout | None = None) -> Tensor:
         n, d = self.n_particles, self.spatial_dim
         if x.dim() != 2 or x.shape[1] != n * d:
             raise ValueError(f"ParticleEGNN expects (B, {n * d}) rows, got {tuple(x.shape)}")
+        if layout is None:
+            layout = ParticleLayout(n, d)
+        elif not isinstance(layout, ParticleLayout) or (
+            layout.n_particles,
+            layout.spatial_dim,
+        ) != (n, d):
+            raise ValueError(
+                f"ParticleEGNN({n}, {d}) needs a ParticleLayout({n}, {d}), got {layout!r}"
+            )
         b = x.shape[0]
-        if b != self._batch_size or self.net.batch is None or self.net.batch.device != x.device:
-            # graphs of the same size: the (N,) batch vector depends only on B, build it once
-            self.net.set_batch(torch.arange(b, device=x.device).repeat_interleave(n), b)
-            self._batch_size = b
-        return self.net(x.reshape(b * n, d), c).reshape(b, n * d)
+        return self.net(x.reshape(b * n, d), c, layout.graph(x)).reshape(b, n * d)

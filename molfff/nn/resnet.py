@@ -90,7 +90,8 @@ class ResNet(nn.Module):
             nn.init.zeros_(self.out.weight)
             nn.init.zeros_(self.out.bias)
 
-    def forward(self, x: Tensor, c: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, c: Tensor | None = None, layout=None) -> Tensor:
+        """``(B, D), (B, C) -> (B, D)``; ``layout`` (the flow's) is accepted and ignored."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(f"ResNet expects (B, {self.dim}) input, got {tuple(x.shape)}")
         if self.cond_dim:

@@ -144,9 +144,9 @@ class FFFModule(SavesClassPath, L.LightningModule):
     def evaluate(self, batch) -> dict[str, Tensor]:
         """Exact NLL (original units) and reconstruction error per sample, ``(B,)`` each."""
         x, c = self._unpack(batch)
-        nll = -self.flow.log_prob(x, c, chunk_size=self.config.trainer.jacobian_chunk)
-        nll = nll + self.log_scale
         with torch.no_grad():
+            nll = -self.flow.log_prob(x, c, chunk_size=self.config.trainer.jacobian_chunk)
+            nll = nll + self.log_scale
             recon = ((self.flow.decode(self.flow.encode(x, c), c) - x) ** 2).sum(1)
         return {"nll": nll, "reconstruction": recon}
 
@@ -195,8 +195,9 @@ class FFFModule(SavesClassPath, L.LightningModule):
         x, log_q = self.flow.sample_with_log_prob(n, c, generator=generator, chunk_size=chunk)
         return self.standardize_x.inverse(x), log_q - self.log_scale
 
+    @torch.no_grad()
     def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        """Exact log-density in original units, ``(B,)``."""
+        """Exact log-density in original units, ``(B,)`` (evaluation: no gradients)."""
         c = self._standardize_c(c)
         x = self.standardize_x(x)
         chunk = self.config.trainer.jacobian_chunk  # bounds memory for large particle systems

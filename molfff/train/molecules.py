@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import math
 import sys
-import time
 from functools import cached_property
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from molfff.errors import UserError
 from molfff.files import atomic_write
 from molfff.molecules.flow import MoleculeBatch, MoleculeFlow
 from molfff.molecules.io import WRITTEN, molecule_format
+from molfff.molecules.sampling import sample_molecules, sample_stable
 from molfff.train.checkpoint import SavesClassPath
 from molfff.train.config import Config, DataConfig, config_from_dict
 from molfff.train.data import EpochShuffleSampler
@@ -193,11 +193,12 @@ class QM9Task:
         module.eval()
         nll, recon = [], []
         for i, batch in enumerate(DataLoader(self.pyg(split), batch_size=config.data.batch_size)):
-            out = module.flow.nll(
-                MoleculeBatch.from_pyg(batch),
-                torch.Generator().manual_seed(i),
-                chunk_size=config.trainer.jacobian_chunk,
-            )
+            with torch.no_grad():
+                out = module.flow.nll(
+                    MoleculeBatch.from_pyg(batch),
+                    torch.Generator().manual_seed(i),
+                    chunk_size=config.trainer.jacobian_chunk,
+                )
             nll.append(out["nll"].double())
             recon.append(out["reconstruction"].double())
         nll_t = torch.cat(nll)
@@ -263,70 +264,3 @@ class QM9Task:
         if request.format:
             return request.format
         return molecule_format(request.out) if request.out else "xyz"
-
-
-def sample_molecules(
-    flow: MoleculeFlow, n: int, seed: int = 0, batch_size: int = 1000
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], float]:
-    """``n`` sampled molecules as ``(pos (n_i, 3), z (n_i,))`` and the seconds it took."""
-    from molfff.molecules.qm9 import ATOM_TYPES
-
-    g = torch.Generator(device=flow.log_p_n.device).manual_seed(seed)
-    out = []
-    start = time.perf_counter()
-    for i in range(0, n, batch_size):
-        mol = flow.sample(min(batch_size, n - i), g)
-        z = torch.as_tensor(ATOM_TYPES)[mol.one_hot.argmax(1).cpu()]
-        ptr = torch.cumsum(torch.bincount(mol.batch, minlength=mol.num_graphs), 0).tolist()
-        start_idx = 0
-        for end in ptr:
-            out.append((mol.pos[start_idx:end].double().cpu().numpy(), z[start_idx:end].numpy()))
-            start_idx = end
-    return out, time.perf_counter() - start
-
-
-def sample_stable(
-    flow: MoleculeFlow,
-    n: int,
-    stable_only: bool,
-    seed: int = 0,
-    batch_size: int = 1000,
-    max_draws: int | None = None,
-    progress: bool = True,
-) -> tuple[list[tuple[np.ndarray, np.ndarray]], int]:
-    """``n`` molecules (only stable ones if asked) and how many were drawn in all.
-
-    Raises:
-        UserError: when ``stable_only`` and fewer than ``n`` stable molecules turned up in
-            ``max_draws`` draws (default ``100 n``).
-    """
-    from tqdm import tqdm
-
-    from molfff.molecules.metrics import is_stable
-
-    max_draws = 100 * n if max_draws is None else max_draws
-    kept: list = []
-    drawn = 0
-    with tqdm(
-        total=n,
-        desc="stable molecules" if stable_only else "molecules",
-        unit="mol",
-        file=__import__("sys").stderr,
-        disable=not progress,
-    ) as bar:
-        while len(kept) < n:
-            if drawn >= max_draws:
-                raise UserError(
-                    f"only {len(kept)} of {n} sampled molecules were stable after "
-                    f"{drawn} draws; the model is not trained well enough for "
-                    f"--stable-only"
-                )
-            batch, _ = sample_molecules(
-                flow, min(batch_size, max_draws - drawn), seed=seed * 7919 + drawn
-            )
-            drawn += len(batch)
-            new = [m for m in batch if is_stable(*m)] if stable_only else batch
-            new = new[: n - len(kept)]
-            kept += new
-            bar.update(len(new))
-    return kept, drawn
