@@ -26,7 +26,7 @@ REPRO = textwrap.dedent(
     want = np.linalg.slogdet(a.numpy())[1]
     assert np.abs(got - want).max() < 1e-9, np.abs(got - want).max()
     w = torch.randn(240, 240, generator=g)  # float32, as in training
-    jac = log_abs_det_jacobian(lambda x: x @ w.T, torch.randn(4, 240, generator=g))
+    jac = log_abs_det_jacobian(lambda x, c, layout: x @ w.T, torch.randn(4, 240, generator=g))
     want = np.linalg.slogdet(w.double().numpy())[1]
     assert np.abs(jac.double().numpy() - want).max() < 1e-2, (jac, want)
     x = linalg.solve(a, a[:, :, 0])  # the first column of a: x = e_1
@@ -82,5 +82,5 @@ def test_singular_and_bad_shapes():
 
 def test_log_abs_det_jacobian_uses_the_safe_path():
     w = torch.randn(40, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    got = log_abs_det_jacobian(lambda x: x @ w.T, torch.zeros(3, 40, dtype=torch.float64))
+    got = log_abs_det_jacobian(lambda x, c, layout: x @ w.T, torch.zeros(3, 40, dtype=torch.float64))
     torch.testing.assert_close(got, torch.linalg.slogdet(w).logabsdet.expand(3))
