@@ -82,5 +82,7 @@ def test_singular_and_bad_shapes():
 
 def test_log_abs_det_jacobian_uses_the_safe_path():
     w = torch.randn(40, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    got = log_abs_det_jacobian(lambda x, c, layout: x @ w.T, torch.zeros(3, 40, dtype=torch.float64))
+    got = log_abs_det_jacobian(
+        lambda x, c, layout: x @ w.T, torch.zeros(3, 40, dtype=torch.float64)
+    )
     torch.testing.assert_close(got, torch.linalg.slogdet(w).logabsdet.expand(3))
