@@ -25,7 +25,11 @@ BATCHED_MAX_ROWS = 32
 
 
 def _per_matrix(a: Tensor) -> bool:
-    return a.device.type == "cpu" and a.dim() > 2 and a.shape[-1] > BATCHED_MAX_ROWS
+    """Whether to factorise one matrix at a time: large CPU matrices in a non-empty batch (an
+    empty batch goes to the batched call, which returns an empty result without factorising)."""
+    return (
+        a.device.type == "cpu" and a.dim() > 2 and a.shape[-1] > BATCHED_MAX_ROWS and a.numel() > 0
+    )
 
 
 def _check_square(a: Tensor, name: str) -> None:
