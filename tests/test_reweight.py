@@ -252,3 +252,18 @@ def test_reweight_command_checks_arguments_before_loading(tmp_path, monkeypatch,
         assert main(["reweight", str(run), *extra]) == 2, extra
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_unwritable_figure_is_one_user_error(tmp_path):
+    """A figure path that passed the early check but cannot be written (a file in the way, a
+    read-only mount) ends in a UserError, not an OSError traceback after sampling."""
+    from molfff.boltzmann.energies import get_energy
+    from molfff.boltzmann.report import plot_reweighting, reweight
+
+    energy = get_energy("dw4")
+    x = torch.randn(20, 8, generator=torch.Generator().manual_seed(0)).double()
+    u = energy(x)
+    report = reweight(x, u, -u, energy, ["energy"])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="cannot be written"):
+        plot_reweighting(report, energy, None, tmp_path / "file" / "sub" / "r.png")

@@ -21,6 +21,7 @@ from molfff.boltzmann.reweight import (
     resolve_observables,
     reweighted_mean,
 )
+from molfff.errors import UserError
 
 
 @dataclass
@@ -212,9 +213,13 @@ def plot_reweighting(report: ReweightReport, energy, reference: Tensor | None, p
     for ax in axes:
         ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    except OSError as err:  # e.g. a folder that only looked writable: one message, no traceback
+        raise UserError(f"figure {path} cannot be written ({err.strerror or err})") from None
+    finally:
+        plt.close(fig)
     return path
 
 
