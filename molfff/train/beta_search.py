@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from molfff.dense.splits import DenseTask
 from molfff.errors import UserError
 from molfff.train.config import Config
-from molfff.train.runner import EpochHistory, build, make_trainer, quiet_lightning
+from molfff.train.runner import EpochHistory, build, fit, make_trainer, quiet_lightning
 
 
 @dataclass
@@ -80,7 +80,7 @@ def run_trial(config: Config, beta: float, task: DenseTask | None = None) -> Bet
     history = EpochHistory()
     trainer = make_trainer(cfg, None, [history], checkpoints=False, loggers=False, progress=False)
     try:
-        trainer.fit(module, datamodule=dm)
+        fit(trainer, module, datamodule=dm)
     except (RuntimeError, ValueError) as err:  # e.g. NaN in a linear algebra routine
         return BetaTrial(beta, [], [], False, f"training failed: {str(err)[:80]}")
     nll = [row.get("val/nll", math.nan) for row in history.rows]
