@@ -129,6 +129,7 @@ BAD_XYZ = [
     (XYZ_GOOD + "1\nc\nH 0 0\n", 7, "'element x y z'"),
     (XYZ_GOOD + "1\nc\nH\n", 7, "'element x y z'"),
     (XYZ_GOOD + "1\nc\nH 0 0 1.0.0\n", 7, "unparsable z coordinate '1.0.0'"),
+    (XYZ_GOOD + "1\nc\nH 0 1_0 0\n", 7, "unparsable y coordinate '1_0'"),  # float() says 10
     (XYZ_GOOD + "1\nc\nH 0 0 1 7\n", 7, "5 columns"),
     (XYZ_GOOD + "3\nc\nH 0 0 0\nH 0 0 1\n1\nc\nH 0 0 0\n", 9, "larger than the number of atom"),
     (XYZ_GOOD + "1\nc\nH 0 0 0\nH 0 0 1\n1\nc\nH 0 0 0\n", 8, "has more atom lines"),

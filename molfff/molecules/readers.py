@@ -145,6 +145,8 @@ def _check_atom(
         raise where(number, f"unknown element {cols[species]!r}: only {ALLOWED} are accepted")
     for axis, tok in zip("xyz", cols[first : first + 3], strict=True):
         try:
+            if "_" in tok:  # Python's float() reads "1_0" as 10; no xyz writer means that
+                raise ValueError(tok)
             value = float(tok)
         except ValueError:
             raise where(number, f"unparsable {axis} coordinate {tok!r} of atom {k + 1}") from None
