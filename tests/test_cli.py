@@ -93,6 +93,9 @@ def test_bad_checkpoints(tmp_path, monkeypatch, capsys):
     _expect_error(["sample", "missing.ckpt"], "missing.ckpt does not exist", capsys)
     (tmp_path / "garbage.ckpt").write_bytes(b"\x00not a checkpoint" * 10)
     _expect_error(["sample", "garbage.ckpt"], "cannot be read", capsys)
+    for name, data in [("empty.ckpt", b""), ("text.ckpt", b"hi\n")]:  # said "(105)", "(EOFError)"
+        (tmp_path / name).write_bytes(data)
+        _expect_error(["sample", name], "not a zip archive", capsys)
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.ckpt")
     _expect_error(["evaluate", "foreign.ckpt"], "not a molfff training checkpoint", capsys)
     (tmp_path / "empty_run").mkdir()

@@ -86,3 +86,11 @@ def test_log_abs_det_jacobian_uses_the_safe_path():
         lambda x, c, layout: x @ w.T, torch.zeros(3, 40, dtype=torch.float64)
     )
     torch.testing.assert_close(got, torch.linalg.slogdet(w).logabsdet.expand(3))
+
+
+def test_empty_batch_of_large_matrices():
+    """An empty batch gives an empty result on both paths (stacking no matrices used to fail)."""
+    m = linalg.BATCHED_MAX_ROWS + 8
+    assert linalg.logabsdet(torch.zeros(0, m, m)).shape == (0,)
+    assert linalg.logabsdet(torch.zeros(2, 0, m, m)).shape == (2, 0)
+    assert linalg.solve(torch.zeros(0, m, m), torch.zeros(0, m)).shape == (0, m)

@@ -3,6 +3,7 @@
 import importlib.util
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -128,6 +129,7 @@ BAD_XYZ = [
     (XYZ_GOOD + "1\nc\nH 0 0\n", 7, "'element x y z'"),
     (XYZ_GOOD + "1\nc\nH\n", 7, "'element x y z'"),
     (XYZ_GOOD + "1\nc\nH 0 0 1.0.0\n", 7, "unparsable z coordinate '1.0.0'"),
+    (XYZ_GOOD + "1\nc\nH 0 1_0 0\n", 7, "unparsable y coordinate '1_0'"),  # float() says 10
     (XYZ_GOOD + "1\nc\nH 0 0 1 7\n", 7, "5 columns"),
     (XYZ_GOOD + "3\nc\nH 0 0 0\nH 0 0 1\n1\nc\nH 0 0 0\n", 9, "larger than the number of atom"),
     (XYZ_GOOD + "1\nc\nH 0 0 0\nH 0 0 1\n1\nc\nH 0 0 0\n", 8, "has more atom lines"),
@@ -390,3 +392,35 @@ def test_no_hydrogens_warns_on_stderr_and_in_json(tmp_path, capsys):
     out, err = capsys.readouterr()
     assert json.loads(out)["warnings"] == [] and json.loads(out)["has_hydrogens"] is True
     assert "warning" not in err and "MEANINGLESS" not in out
+
+
+_NPZ_POS = np.array([[[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.96, 0.0, 0.0]]])
+BAD_NPZ = [  # (arrays or raw bytes, fragment of the one error)
+    ("npy", "not a .npz archive"),  # a .npy file renamed .npz
+    (bytes(range(256)) * 4, "not a .npz archive"),
+    ({"positions": _NPZ_POS, "charges": [[8, 1, np.nan]]}, "whole numbers"),
+    ({"positions": _NPZ_POS, "charges": [[8, 1, 1e30]]}, "whole numbers"),
+    ({"positions": _NPZ_POS, "charges": [[7.6, 1.4, 1]]}, "whole numbers"),
+    ({"positions": _NPZ_POS, "charges": [[8, -1, 1]]}, "[-1]"),
+    ({"positions": _NPZ_POS * (1 + 1j), "charges": [[8, 1, 1]]}, "real numbers"),
+    ({"positions": _NPZ_POS[0], "charges": [8, 1, 1], "num_atoms": [1.5, 1.5]}, "num_atoms"),
+    ({"positions": _NPZ_POS[0], "charges": [8, 1, 1], "num_atoms": ["3"]}, "num_atoms"),
+]
+
+
+@pytest.mark.parametrize(("content", "fragment"), BAD_NPZ)
+def test_bad_npz_is_one_user_error_never_a_silent_guess(tmp_path, content, fragment):
+    """A .npy renamed .npz, garbage, NaN / huge / fractional / negative charges, complex
+    positions, fractional num_atoms: one UserError each (they raised a TypeError, blamed
+    pickles, or rounded charges and dropped atoms silently)."""
+    path = tmp_path / "bad.npz"
+    if content == "npy":
+        np.save(tmp_path / "plain.npy", np.zeros(3))
+        (tmp_path / "plain.npy").rename(path)
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        with open(path, "wb") as fh:
+            np.savez(fh, **content)
+    with pytest.raises(UserError, match=re.escape(fragment)):
+        read_molecules(path)

@@ -179,6 +179,48 @@ def test_broken_observable_is_caught_on_a_probe():
         check_observable("rows", lambda x, e: x, x, None)
     with pytest.raises(UserError, match="fails on reference samples.*ZeroDivisionError"):
         check_observable("div", lambda x, e: 1 / 0, x, None)
+    nan = torch.tensor([0.0, float("nan")])
+    with pytest.raises(UserError, match="'nan' is NaN or infinite on 1 of 2 reference samples"):
+        check_observable("nan", lambda x, e: nan, x, None)
+
+
+def test_observable_broken_on_generated_samples_is_one_user_error():
+    """An observable that passes the probe but is NaN, or raises, on the generated samples ends
+    in a UserError naming it (it was a bare ValueError / the observable's own traceback)."""
+    from molfff.boltzmann.report import reweight
+
+    x = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))
+    u, log_w = torch.zeros(50), torch.zeros(50)
+
+    def positive_only(x, e):
+        return torch.where(x[:, 0] > 0, x[:, 0], torch.nan)
+
+    def raises_on_many(x, e):
+        if len(x) > 2:
+            raise RuntimeError("too many rows")
+        return x[:, 0]
+
+    with pytest.raises(UserError, match=r"'pos' is NaN or infinite on \d+ of 50 generated"):
+        reweight(x, u, log_w, None, {"pos": positive_only})
+    with pytest.raises(UserError, match="'many' fails on generated samples.*too many rows"):
+        reweight(x, u, log_w, None, {"many": raises_on_many})
+    with pytest.raises(UserError, match="'pos' is NaN or infinite on 50 of 50 reference"):
+        reweight(x.abs() + 0.1, u, log_w, None, {"pos": positive_only}, reference=-x.abs())
+
+
+def test_infinite_energy_sample_does_not_break_the_raw_mean():
+    """A sample of infinite energy (overlapping LJ particles) has weight zero; the energy
+    observable is then +inf there, and the raw mean (which used to raise) skips it too."""
+    from molfff.boltzmann.report import reweight
+
+    x = torch.randn(100, 2, generator=torch.Generator().manual_seed(0)).double()
+    u = x[:, 0] ** 2
+    u[3] = math.inf
+    log_w = log_importance_weights(torch.zeros(100, dtype=torch.float64), u)
+    report = reweight(x, u, log_w, None, {"u": lambda x, e: u})
+    raw = report.estimates["u"]["raw"]
+    assert raw.mean == pytest.approx(float(u[torch.isfinite(u)].mean()))
+    assert raw.stderr is not None
 
 
 def test_reweight_command_checks_arguments_before_loading(tmp_path, monkeypatch, capsys):
@@ -210,3 +252,18 @@ def test_reweight_command_checks_arguments_before_loading(tmp_path, monkeypatch,
         assert main(["reweight", str(run), *extra]) == 2, extra
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_unwritable_figure_is_one_user_error(tmp_path):
+    """A figure path that passed the early check but cannot be written (a file in the way, a
+    read-only mount) ends in a UserError, not an OSError traceback after sampling."""
+    from molfff.boltzmann.energies import get_energy
+    from molfff.boltzmann.report import plot_reweighting, reweight
+
+    energy = get_energy("dw4")
+    x = torch.randn(20, 8, generator=torch.Generator().manual_seed(0)).double()
+    u = energy(x)
+    report = reweight(x, u, -u, energy, ["energy"])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UserError, match="cannot be written"):
+        plot_reweighting(report, energy, None, tmp_path / "file" / "sub" / "r.png")

@@ -263,3 +263,17 @@ def test_c2st_bad_inputs():
         c2st(x, x[:3])
     with pytest.raises(ValueError, match=r"\(B, 2\)"):
         sbi.posterior_c2st("two_moons", 1, torch.randn(100, 3))
+
+
+def test_c2st_integer_tiny_and_empty_inputs():
+    """Integer / boolean samples are scored as floats (torch's mean refused them); too few rows
+    for early stopping's validation split and D = 0 are one ValueError each (they were
+    scikit-learn's "All the 5 fits failed")."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 3, (40, 2), generator=g), torch.randint(0, 3, (40, 2), generator=g)
+    assert 0.0 <= c2st(x, y) <= 1.0 and 0.0 <= c2st(x > 0, y > 0) <= 1.0
+    with pytest.raises(ValueError, match="early_stopping needs at least"):
+        c2st(torch.randn(5, 2), torch.randn(5, 2), early_stopping=True)
+    assert 0.0 <= c2st(torch.randn(8, 2), torch.randn(8, 2), early_stopping=True) <= 1.0
+    with pytest.raises(ValueError, match="D >= 1"):
+        c2st(torch.zeros(20, 0), torch.zeros(20, 0))

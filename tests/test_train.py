@@ -100,3 +100,22 @@ def test_other_schedules_run(tmp_path, schedule):
     cfg = load_config("toy2d", small(tmp_path, epochs=2) + [f"optim.schedule={schedule}"])
     m = train(cfg).metrics
     assert m["epochs"] == 2 and math.isfinite(m["nll"])
+
+
+def test_ctrl_c_reaches_the_caller_and_leaves_the_checkpoint_intact(tmp_path):
+    """Lightning turns Ctrl+C into sys.exit(1) and ignores SIGINT afterwards; the CLI then exited
+    with status 1 and no message. The interrupt must reach the caller (the CLI prints the resume
+    hint and exits 130), with the SIGINT handler restored and the last checkpoint unchanged."""
+    import signal
+
+    class CtrlC(Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    handler = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        train(load_config("toy2d", small(tmp_path, epochs=2, n_train=500)), callbacks=[CtrlC()])
+    assert signal.getsignal(signal.SIGINT) is handler
+    (last,) = tmp_path.glob("toy2d/*/checkpoints/last.ckpt")
+    assert read_checkpoint(last)["epoch"] == 0

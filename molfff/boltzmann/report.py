@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from torch import Tensor
 
 from molfff.boltzmann.reweight import (
     Estimate,
+    evaluate_observable,
     interatomic_distances,
     kish_ess,
     log_importance_weights,
@@ -19,6 +21,7 @@ from molfff.boltzmann.reweight import (
     resolve_observables,
     reweighted_mean,
 )
+from molfff.errors import UserError
 
 
 @dataclass
@@ -111,13 +114,23 @@ def reweight(
         observables: specs for :func:`~molfff.boltzmann.reweight.resolve_observables`, or its
             result.
         reference: ``(N, n·d)`` equilibrium samples whose plain means are reported alongside.
+
+    The raw mean is the plain mean over the samples of non-zero weight (finite energy).
+
+    Raises:
+        UserError: if an observable raises, returns a wrong shape, or is NaN or infinite on a
+            sample that counts (:func:`~molfff.boltzmann.reweight.evaluate_observable`).
     """
     report = ReweightReport(x, u, log_w, kish_ess(log_w), low_ess_reason(log_w))
+    # raw: the plain mean over the samples of non-zero weight (an infinite energy, e.g. two
+    # overlapping LJ particles, has no finite average and weight zero in the reweighted one)
+    finite = torch.isfinite(log_w)
+    flat = None if bool(finite.all()) else torch.where(finite, 0.0, -math.inf).double()
     for name, fn in resolve_observables(observables).items():
-        values = fn(x.double(), energy).double()
-        ests = {"raw": reweighted_mean(values), "reweighted": reweighted_mean(values, log_w)}
+        values = evaluate_observable(name, fn, x, energy, "generated samples", log_w)
+        ests = {"raw": reweighted_mean(values, flat), "reweighted": reweighted_mean(values, log_w)}
         if reference is not None:
-            ests["reference"] = reweighted_mean(fn(reference.double(), energy).double())
+            ests["reference"] = reweighted_mean(evaluate_observable(name, fn, reference, energy))
         report.estimates[name] = ests
     return report
 
@@ -200,9 +213,13 @@ def plot_reweighting(report: ReweightReport, energy, reference: Tensor | None, p
     for ax in axes:
         ax.legend()
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    except OSError as err:  # e.g. a folder that only looked writable: one message, no traceback
+        raise UserError(f"figure {path} cannot be written ({err.strerror or err})") from None
+    finally:
+        plt.close(fig)
     return path
 
 

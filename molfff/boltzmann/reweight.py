@@ -239,18 +239,31 @@ def resolve_observables(
     }
 
 
-def check_observable(name: str, fn: Callable, x: Tensor, energy) -> None:
-    """Evaluate ``fn`` on a few rows ``x`` ``(k, n·d)`` to catch a broken observable before
-    sampling: it must return a ``(k,)`` tensor.
+def evaluate_observable(
+    name: str,
+    fn: Callable,
+    x: Tensor,
+    energy,
+    samples: str = "reference samples",
+    log_w: Tensor | None = None,
+) -> Tensor:
+    """``fn(x, energy)`` as a ``(B,)`` float64 tensor, checked, for ``x`` ``(B, n·d)``.
+
+    Args:
+        samples: what ``x`` is, for the message (``"reference samples"``, ``"generated
+            samples"``).
+        log_w: ``(B,)`` log-weights of ``x``: a NaN or infinite value is accepted on a sample of
+            zero weight (``-inf``, as :func:`reweighted_mean` does); None: on no sample.
 
     Raises:
-        UserError: if ``fn`` raises or returns anything else.
+        UserError: if ``fn`` raises, returns anything but a ``(B,)`` tensor, or returns a NaN or
+            infinite value where it counts.
     """
     try:
         out = fn(x.double(), energy)
     except Exception as err:  # any failure of user code ends in one message
         raise UserError(
-            f"observable {name!r} fails on reference samples ({type(err).__name__}: {err})"
+            f"observable {name!r} fails on {samples} ({type(err).__name__}: {err})"
         ) from None
     if not isinstance(out, Tensor) or tuple(out.shape) != (x.shape[0],):
         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -258,3 +271,22 @@ def check_observable(name: str, fn: Callable, x: Tensor, energy) -> None:
             f"observable {name!r} must return a ({x.shape[0]},) tensor for {x.shape[0]} "
             f"samples, got {got}"
         )
+    out = out.detach().double()
+    bad = ~torch.isfinite(out)
+    if log_w is not None:
+        bad &= torch.isfinite(log_w)
+    if bool(bad.any()):
+        raise UserError(
+            f"observable {name!r} is NaN or infinite on {int(bad.sum())} of {len(out)} {samples}"
+        )
+    return out
+
+
+def check_observable(name: str, fn: Callable, x: Tensor, energy) -> None:
+    """Evaluate ``fn`` on a few rows ``x`` ``(k, n·d)`` to catch a broken observable before
+    sampling: it must return a finite ``(k,)`` tensor (:func:`evaluate_observable`).
+
+    Raises:
+        UserError: if ``fn`` raises or returns anything else.
+    """
+    evaluate_observable(name, fn, x, energy)

@@ -26,6 +26,8 @@ the size of the smaller one (by a generator seeded with ``seed``), so 0.5 keeps 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -34,12 +36,27 @@ from molfff.fff.standardize import Standardize
 
 
 def _as_2d(name: str, a: Tensor | np.ndarray) -> Tensor:
+    """``a`` as a ``(B, D)`` float tensor (integers and booleans as float64), ``D >= 1``."""
     a = torch.as_tensor(a)
-    if a.dim() != 2:
-        raise ValueError(f"C2ST: {name} must be (B, D), got shape {tuple(a.shape)}")
+    if a.dim() != 2 or a.shape[1] == 0:
+        raise ValueError(f"C2ST: {name} must be (B, D) with D >= 1, got shape {tuple(a.shape)}")
+    if not a.is_floating_point():
+        a = a.double()
     if not torch.isfinite(a).all():
         raise ValueError(f"C2ST: {name} contains NaN or infinite values")
     return a
+
+
+def _min_early_stopping_rows(n_folds: int) -> int:
+    """Fewest rows per sample for which every training fold can keep the 10% validation split
+    scikit-learn's ``early_stopping`` stratifies over the two classes (at least 2 rows)."""
+    n = 1
+    while True:
+        total = 2 * n
+        smallest_train = total - -(-total // n_folds)
+        if math.ceil(0.1 * smallest_train) >= 2:
+            return n
+        n += 1
 
 
 def _balanced(x: Tensor, y: Tensor, seed: int) -> tuple[Tensor, Tensor]:
@@ -82,8 +99,9 @@ def c2st(
         separable.
 
     Raises:
-        ValueError: not ``(B, D)``, different ``D``, NaN or infinite values, or fewer than
-            ``n_folds`` rows in either sample.
+        ValueError: not ``(B, D)`` with ``D >= 1``, different ``D``, NaN or infinite values, or
+            fewer than ``n_folds`` rows in either sample (with ``early_stopping``, fewer than its
+            validation split needs).
     """
     from sklearn.model_selection import KFold, cross_val_score
     from sklearn.neural_network import MLPClassifier
@@ -94,6 +112,11 @@ def c2st(
     if min(len(x), len(y)) < n_folds:
         raise ValueError(
             f"C2ST: need at least n_folds={n_folds} samples each, got {len(x)} and {len(y)}"
+        )
+    if early_stopping and min(len(x), len(y)) < (need := _min_early_stopping_rows(n_folds)):
+        raise ValueError(
+            f"C2ST: early_stopping needs at least {need} samples each with n_folds={n_folds} "
+            f"(a 10% validation split of both classes), got {len(x)} and {len(y)}"
         )
     if z_score:
         standardize = Standardize.from_data(x, min_std=torch.finfo(x.dtype).tiny)

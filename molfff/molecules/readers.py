@@ -145,6 +145,8 @@ def _check_atom(
         raise where(number, f"unknown element {cols[species]!r}: only {ALLOWED} are accepted")
     for axis, tok in zip("xyz", cols[first : first + 3], strict=True):
         try:
+            if "_" in tok:  # Python's float() reads "1_0" as 10; no xyz writer means that
+                raise ValueError(tok)
             value = float(tok)
         except ValueError:
             raise where(number, f"unparsable {axis} coordinate {tok!r} of atom {k + 1}") from None
@@ -387,6 +389,17 @@ def read_sdf(path: str | Path) -> list[Molecule]:
 # --- npz ---------------------------------------------------------------------------------------
 
 
+def _whole(values: np.ndarray) -> bool:
+    """Whether an array holds only whole numbers that fit an int32 (no NaN, inf, 7.6 or 1e30)."""
+    if values.dtype.kind in "iu":
+        return True
+    return values.dtype.kind == "f" and bool(
+        np.isfinite(values).all()
+        and (np.abs(values) < 2**31).all()
+        and (values == np.rint(values)).all()
+    )
+
+
 def read_npz(path: str | Path) -> list[Molecule]:
     """Molecules of an EDM/Cormorant-style ``.npz`` (numpy's own format: nothing to hand over).
 
@@ -395,13 +408,18 @@ def read_npz(path: str | Path) -> list[Molecule]:
     and ``num_atoms (M,)``. Positions in Å, charges the atomic numbers of H, C, N, O, F.
 
     Raises:
-        UserError: ``"molecule file <file>: <what>"`` for an unreadable archive, missing or
-            misshapen arrays, padding inside a molecule, other elements, non-finite positions.
+        UserError: ``"molecule file <file>: <what>"`` for a file that is not a zip archive of
+            arrays, missing, misshapen or complex arrays, charges or ``num_atoms`` that are not
+            whole numbers, padding inside a molecule, other elements, non-finite positions.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"molecule file {path} does not exist")
     try:
+        if not zipfile.is_zipfile(path):  # np.load would read a .npy or try it as a pickle
+            raise UserError(
+                f"molecule file {path} is not a .npz archive (numpy.savez's zip of arrays)"
+            )
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files if k in ("positions", "charges", "num_atoms")}
     except (OSError, ValueError, zipfile.BadZipFile) as err:
@@ -410,8 +428,17 @@ def read_npz(path: str | Path) -> list[Molecule]:
     if missing:
         raise UserError(f"molecule file {path}: missing array(s) {', '.join(missing)}")
     pos, charges = data["positions"], data["charges"]
-    if not (np.issubdtype(charges.dtype, np.number) and np.issubdtype(pos.dtype, np.number)):
-        raise UserError(f"molecule file {path}: positions and charges must be numeric")
+    if not all(a.dtype.kind in "iuf" for a in (pos, charges)):
+        raise UserError(
+            f"molecule file {path}: positions and charges must be real numbers, got "
+            f"{pos.dtype} and {charges.dtype}"
+        )
+    for name in ("charges", "num_atoms"):
+        if name in data and not _whole(data[name]):
+            raise UserError(f"molecule file {path}: {name} must be whole numbers")
+    negative = sorted(set(charges[charges < 0].astype(np.int64).tolist()))
+    if negative:
+        raise UserError(f"molecule file {path}: atomic numbers {negative} are not H, C, N, O or F")
     if pos.ndim == 2 and charges.ndim == 1:  # flat
         if "num_atoms" not in data or pos.shape != (len(charges), 3):
             raise UserError(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from molfff.errors import UserError
 from molfff.train.config import Config
-from molfff.train.runner import EpochHistory, build, make_trainer, quiet_lightning
+from molfff.train.runner import EpochHistory, build, fit, make_trainer, quiet_lightning
 from molfff.train.task import BetaSearchable, Task, supports
 from molfff.train.tasks import build_task
 
@@ -77,7 +77,7 @@ def run_trial(config: Config, beta: float, task: Task | None = None) -> BetaTria
     history = EpochHistory()
     trainer = make_trainer(cfg, None, [history], checkpoints=False, loggers=False, progress=False)
     try:
-        trainer.fit(module, datamodule=dm)
+        fit(trainer, module, datamodule=dm)
     except (RuntimeError, ValueError) as err:  # e.g. NaN in a linear algebra routine
         return BetaTrial(beta, [], [], False, f"training failed: {str(err)[:80]}")
     nll = [row.get("val/nll", math.nan) for row in history.rows]

@@ -10,6 +10,7 @@ reading by :func:`upgrade_checkpoint`, the one place that knows the old layout.
 from __future__ import annotations
 
 import importlib
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -67,10 +68,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a molfff checkpoint with ``weights_only=True``; bad files raise one UserError."""
+    """Load a molfff checkpoint with ``weights_only=True``; bad files raise one UserError.
+
+    A file that is not a zip archive (empty, cut short, text, a renamed xyz) is named as such
+    before ``torch.load``, whose messages for it (``105``, ``EOFError``) say nothing.
+    """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):  # torch.load's own errors say "105" or "EOFError" here
+        raise UserError(
+            f"checkpoint {path} cannot be read (not a zip archive as torch.save writes: "
+            "an empty, truncated or foreign file)"
+        )
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for corrupt or foreign files

@@ -9,7 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -151,6 +153,26 @@ class TrainResult:
     metrics: dict
 
 
+def fit(trainer: L.Trainer, module, **kwargs) -> None:
+    """``trainer.fit(module, **kwargs)``, with Ctrl+C (SIGINT) raised as ``KeyboardInterrupt``.
+
+    Lightning turns a ``KeyboardInterrupt`` during fitting into ``sys.exit(1)`` after its own
+    teardown and leaves SIGINT ignored; the command line then exited with status 1 and no message.
+    Here the interrupt reaches the caller (the CLI prints that the last checkpoint is intact and
+    exits with 130) and the SIGINT handler is restored.
+    """
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        trainer.fit(module, **kwargs)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
+
+
 def train(
     config: Config,
     *,
@@ -195,7 +217,7 @@ def train(
         save_config(config, run_dir / "config.yaml")
     # Lightning's progress bars write to stdout; keep stdout for results (e.g. --json)
     with contextlib.redirect_stdout(sys.stderr):
-        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
+        fit(trainer, module, datamodule=dm, ckpt_path=ckpt_path)
     if not trainer.is_global_zero:
         return TrainResult(run_dir, {})
     best = run_dir / "checkpoints" / "best.ckpt"
