@@ -1,5 +1,16 @@
 import pytest
 import torch
+from threadpoolctl import threadpool_limits
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_openmp_thread():
+    """torch's intra-op pool on one thread for the whole run: the tests' networks are too small
+    to gain from threads, and on a shared machine two spinning threads per process made steps
+    10-20x slower (measured at load 9 on 2 cores). threadpoolctl, not torch.set_num_threads,
+    which would make batched LU unsafe (molfff/fff/linalg.py)."""
+    with threadpool_limits(1, user_api="openmp"):
+        yield
 
 
 @pytest.fixture
