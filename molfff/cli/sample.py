@@ -9,6 +9,14 @@ from molfff.cli.common import note, print_metrics
 from molfff.errors import UserError
 
 
+def _note_ema(config) -> None:
+    from molfff.train.ema import ema_note
+
+    line = ema_note(config.model.ema_decay)
+    if line:
+        note(line)
+
+
 def cmd_sample(args) -> int:
     from molfff.train.runs import load_model
     from molfff.train.task import SampleRequest
@@ -18,6 +26,7 @@ def cmd_sample(args) -> int:
         raise UserError(f"--n must be positive, got {args.n}")
     config, module, ckpt = load_model(args.checkpoint, Path(args.runs))
     note(f"sampling {args.n} from {ckpt}")
+    _note_ema(config)
     request = SampleRequest(
         n=args.n,
         seed=args.seed,
@@ -40,6 +49,7 @@ def cmd_evaluate(args) -> int:
 
     config, module, ckpt = load_model(args.checkpoint, Path(args.runs))
     note(f"evaluating {ckpt} on the {args.split} split")
+    _note_ema(config)
     task = build_task(config.data, config.seed)
     metrics = task.evaluate(module, args.split, config)
     metrics["checkpoint"] = str(ckpt)

@@ -22,6 +22,7 @@ from molfff.errors import UserError
 from molfff.train.checkpoint import AtomicCheckpointIO, read_checkpoint, upgrade_checkpoint
 from molfff.train.config import Config, config_from_dict, save_config
 from molfff.train.curves import plot_curves
+from molfff.train.ema import ema_callbacks
 from molfff.train.runs import make_run_dir
 from molfff.train.task import Task
 from molfff.train.tasks import build_task
@@ -99,7 +100,7 @@ def make_trainer(
 ) -> L.Trainer:
     """A Lightning Trainer with the run's settings (checkpoints written atomically)."""
     t = config.trainer
-    callbacks = list(callbacks)
+    callbacks = list(callbacks) + ema_callbacks(config.model.ema_decay)
     if checkpoints:
         # two callbacks: this Lightning's save_last only fires when a new best was saved
         callbacks += [
