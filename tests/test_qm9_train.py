@@ -105,3 +105,23 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
         assert "were stable after 200 draws" in err
     else:
         assert "2 stable molecules from" in err
+
+
+@needs_qm9
+def test_size_distribution_is_fitted_to_the_capped_training_set():
+    import numpy as np
+
+    from molfff.train.config import load_config
+    from molfff.train.tasks import build_task
+
+    config = load_config("qm9", ["data.n_train=20", "model.blocks=1", "model.width=8"])
+    task = build_task(config.data, config.seed)
+    sizes = task.molecules["train"].num_atoms
+    assert len(sizes) == 20
+    want = np.bincount(sizes, minlength=30) / 20
+    np.testing.assert_allclose(task.node_distribution, want, rtol=0, atol=1e-15)
+    full = np.bincount(task._load_qm9()("train").num_atoms, minlength=30)
+    assert (full > 0).sum() > (want > 0).sum()  # 20 molecules cover fewer sizes than 100,000
+    module = task.new_module(config)
+    p_n = module.flow.log_p_n.exp().double().numpy()
+    np.testing.assert_allclose(p_n, want, rtol=1e-6, atol=0)

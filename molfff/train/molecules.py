@@ -165,8 +165,9 @@ class QM9Task:
 
     @cached_property
     def node_distribution(self) -> np.ndarray:
-        """p(n) of the whole training split, ``n_max + 1`` probabilities."""
-        return self._load_qm9()("train").node_count_distribution(QM9_MAX_ATOMS)
+        """p(n) of the molecules trained on (the training split capped at ``data.n_train``),
+        ``n_max + 1`` probabilities: the model samples sizes from the data it learned."""
+        return self.molecules["train"].node_count_distribution(QM9_MAX_ATOMS).numpy()
 
     def prepare(self) -> None:
         self.molecules  # noqa: B018 - loads the splits
