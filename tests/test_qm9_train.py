@@ -80,6 +80,8 @@ def test_samples_have_sizes_from_the_distribution_and_zero_com():
 
 @needs_qm9
 def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
     from molfff.cli import main
     from molfff.molecules.io import read_xyz
 
@@ -89,12 +91,17 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
         "trainer.progress_bar=false",
         "data.n_train=128",
         "evaluation.samples=20",
+        "model.ema_decay=0.9",
     ]
     assert main(["train", "qm9", "--fast", *overrides]) == 0
     out = capsys.readouterr().out
+    (grid,) = (tmp_path / "runs").glob("qm9/*/samples.png")
+    assert f"figure: {grid.relative_to(tmp_path)}" in out
+    assert Image.open(grid).size == (8 * 220, 4 * 220 + 36)  # 32 molecules, a title band
     assert "test NLL (exact, nats)" in out and "molecule stability" in out
     assert "ms per molecule" in out
     assert main(["sample", "--n", "7"]) == 0
+    assert "EMA weights" in capsys.readouterr().err
     (tmp_path / "s.xyz").write_text(capsys.readouterr().out)
     assert len(read_xyz(tmp_path / "s.xyz")) == 7
     assert main(["sample", "--n", "3", "--format", "sdf", "--out", "s.sdf"]) == 0

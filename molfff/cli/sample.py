@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from molfff.cli.common import note, print_metrics
 from molfff.errors import UserError
 
@@ -58,10 +60,20 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_metrics(args) -> int:
+    from molfff.molecules.grid import check_png_path, write_grid
+    from molfff.molecules.io import read_molecules
     from molfff.molecules.report import run_metrics
 
+    if args.grid is not None:  # a bad path fails before any scoring
+        check_png_path(args.grid)
+        if args.grid_n <= 0:
+            raise UserError(f"--grid-n must be positive, got {args.grid_n}")
     metrics, text = run_metrics(args.file, args.json, not args.no_novelty, note=note)
     for warning in metrics["warnings"]:
         print(f"molfff: warning: {warning}", file=sys.stderr, flush=True)
     print(text)
+    if args.grid is not None:
+        mols = read_molecules(args.file)
+        molecules = list(mols.subset(np.arange(min(args.grid_n, len(mols)))))
+        note(f"grid: {write_grid(molecules, args.grid, Path(args.file).name)}")
     return 0

@@ -192,16 +192,17 @@ class QM9Task:
         from molfff.molecules.metrics import qm9_smiles
 
         module.eval()
+        device = module.device  # evaluation runs where the module is (CPU or GPU)
         nll, recon = [], []
         for i, batch in enumerate(DataLoader(self.pyg(split), batch_size=config.data.batch_size)):
             with torch.no_grad():
                 out = module.flow.nll(
-                    MoleculeBatch.from_pyg(batch),
-                    torch.Generator().manual_seed(i),
+                    MoleculeBatch.from_pyg(batch.to(device)),
+                    torch.Generator(device=device).manual_seed(i),
                     chunk_size=config.trainer.jacobian_chunk,
                 )
-            nll.append(out["nll"].double())
-            recon.append(out["reconstruction"].double())
+            nll.append(out["nll"].double().cpu())
+            recon.append(out["reconstruction"].double().cpu())
         nll_t = torch.cat(nll)
         metrics = {
             "split": split,
@@ -219,8 +220,19 @@ class QM9Task:
             metrics["sampling_seconds_per_molecule"] = seconds / n
         return metrics
 
-    def plot(self, module, run_dir: Path) -> list[Path]:
-        return []
+    def plot(self, module: MoleculeModule, run_dir: Path) -> list[Path]:
+        """``samples.png``: a grid of sampled molecules, titled with the training step of the
+        weights drawn (the best checkpoint's, else the module's)."""
+        from molfff.molecules.grid import GRID_MOLECULES, write_grid
+        from molfff.train.checkpoint import read_checkpoint
+
+        best = Path(run_dir) / "checkpoints" / "best.ckpt"
+        step = read_checkpoint(best).get("global_step") if best.is_file() else None
+        step = module.global_step if step is None else step
+        molecules, _ = sample_molecules(module.flow, GRID_MOLECULES, seed=self.seed)
+        ema = f", EMA {module.config.model.ema_decay}" if module.config.model.ema_decay else ""
+        title = f"{self.name}: {GRID_MOLECULES} samples at training step {step}{ema}"
+        return [write_grid(molecules, Path(run_dir) / "samples.png", title)]
 
     def sample(self, module: MoleculeModule, request: SampleRequest) -> list:
         """Molecules ``(pos, z)``; only stable ones with ``request.stable_only``."""
