@@ -54,7 +54,11 @@ def _drawable(pos: ArrayLike, z: ArrayLike):
             mol = Chem.RemoveHs(mol, sanitize=False)
             kekulize = False
         rdDepictor.Compute2DCoords(mol)
-        return Draw.PrepareMolForDrawing(mol, kekulize=kekulize, addChiralHs=False)
+        mol = Draw.PrepareMolForDrawing(mol, kekulize=kekulize, addChiralHs=False)
+        drawer = Draw.rdMolDraw2D.MolDraw2DCairo(CELL, CELL)
+        drawer.drawOptions().prepareMolsBeforeDrawing = False
+        drawer.DrawMolecule(mol)  # some layouts (zero-length bonds) only fail when drawn
+        return mol
     except Exception:  # noqa: BLE001 - any RDKit failure on one odd molecule gives a placeholder
         return None
 
