@@ -101,8 +101,9 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
     assert "test NLL (exact, nats)" in out and "molecule stability" in out
     assert "ms per molecule" in out
     assert main(["sample", "--n", "7"]) == 0
-    assert "EMA weights" in capsys.readouterr().err
-    (tmp_path / "s.xyz").write_text(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert "EMA weights" in captured.err
+    (tmp_path / "s.xyz").write_text(captured.out)
     assert len(read_xyz(tmp_path / "s.xyz")) == 7
     assert main(["sample", "--n", "3", "--format", "sdf", "--out", "s.sdf"]) == 0
     assert (tmp_path / "s.sdf").read_text().count("$$$$") == 3
