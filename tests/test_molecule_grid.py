@@ -68,3 +68,49 @@ def test_metrics_grid_bad_path_is_one_error_before_scoring(tmp_path, capsys, gri
     captured = capsys.readouterr()
     assert captured.out == "" and message in captured.err
     assert captured.err.count("\n") == 1  # one line, nothing scored before it
+
+
+def _crowded():
+    """20 atoms within about an ångström (an untrained model's kind of sample): RDKit's 2D layout
+    of this over-bonded graph puts atoms on top of each other, and its grid drawer then raised
+    ``RuntimeError: Cannot normalize a zero length vector`` (RDKit 2026.09)."""
+    rng = np.random.default_rng(3)
+    n = int(rng.integers(6, 24))
+    pos = rng.normal(size=(n, 3)) * 0.6
+    return pos, rng.choice([1, 6, 7, 8, 9], size=n)
+
+
+def test_coincident_layout_is_drawn_from_the_3d_projection(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from molfff.molecules import grid
+
+    mol, note = grid._drawable(*_crowded())
+    assert mol is not None and note == "3D projection"
+    path = write_grid([METHANE, _crowded(), WATER], tmp_path / "c.png")
+    assert Image.open(path).size == (3 * CELL, CELL)
+    # without the separation check RDKit's own layout is kept, and RDKit fails on it
+    monkeypatch.setattr(grid, "_separated", lambda mol: True)
+    assert grid._drawable(*_crowded()) == (None, "not drawable")
+
+
+def test_grid_falls_back_to_cell_by_cell_drawing(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from molfff.molecules import grid
+
+    real = grid._grid
+    drawn = []
+
+    def fragile(mols, legends, per_row):  # the whole grid fails, and so does water's cell
+        if len(mols) > 1 or legends[0] == "H2O stable":
+            raise RuntimeError("Cannot normalize a zero length vector")
+        drawn.append(legends[0])
+        return real(mols, legends, per_row)
+
+    monkeypatch.setattr(grid, "_grid", fragile)
+    path = write_grid([METHANE, WATER, METHANE], tmp_path / "f.png", title="t")
+    assert Image.open(path).size == (3 * CELL, CELL + TITLE_HEIGHT)
+    assert drawn[-2:] == ["CH4 stable", "CH4 stable"]  # water: a placeholder cell
+    water = np.asarray(Image.open(path).convert("L"))[TITLE_HEIGHT:, CELL : 2 * CELL]
+    assert water.min() < 128  # its placeholder cell carries the label
