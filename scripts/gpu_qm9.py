@@ -5,14 +5,14 @@
     python scripts/gpu_qm9.py --device cpu --minutes 0.2 --fast   # a dry run without a GPU
 
 Prints steps/s, molecules/s, peak GPU memory (``torch.cuda.max_memory_allocated``), the
-validation NLL curve (``val/nll`` per validation, from the run's CSV log) and the metrics of
+validation NLL curve (``val/nll_given_n``, the best-checkpoint metric, and ``val/nll`` with
+``-log p(n)``, per validation, from the run's CSV logs) and the metrics of
 ``--samples`` sampled molecules. Refuses to run without CUDA unless ``--device cpu`` is given.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import subprocess
 import sys
 import time
@@ -90,6 +90,7 @@ def main(argv=None) -> int:
     from molfff.molecules.metrics import evaluate
     from molfff.molecules.sampling import sample_molecules
     from molfff.train.config import load_config
+    from molfff.train.curves import read_curves
     from molfff.train.runner import train
 
     index = device.index if device.index is not None else 0
@@ -114,11 +115,18 @@ def main(argv=None) -> int:
           f"{meter.molecules / seconds:.1f} molecules/s")  # fmt: skip
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
-    print("validation NLL curve (step, val/nll nats):")
-    for log in sorted((result.run_dir / "logs").glob("version_*/metrics.csv")):
-        for row in csv.DictReader(log.open()):
-            if row.get("val/nll"):
-                print(f"  {row['step']:>8} {float(row['val/nll']):.3f}")
+    curves = read_curves(result.run_dir)
+    full = dict(curves.get("val/nll", []))
+    outside = dict(curves.get("val/n_size_outside_support", []))
+    print(
+        "validation NLL curve, nats per molecule (step, val/nll_given_n without -log p(n), "
+        "val/nll with it over the molecules p(n) supports, molecules left out):"
+    )
+    for step, given_n in curves.get("val/nll_given_n", []):
+        print(
+            f"  {step:>8} {given_n:10.3f} {full.get(step, float('nan')):10.3f} "
+            f"{int(outside.get(step, 0)):6d}"
+        )
     from molfff.train.runs import load_model
 
     _, module, ckpt = load_model(result.run_dir)

@@ -97,8 +97,10 @@ def make_trainer(
     checkpoints: bool = True,
     loggers=None,
     progress: bool | None = None,
+    monitor: str = "val/nll",
 ) -> L.Trainer:
-    """A Lightning Trainer with the run's settings (checkpoints written atomically)."""
+    """A Lightning Trainer with the run's settings (checkpoints written atomically); ``best.ckpt``
+    has the lowest ``monitor``."""
     t = config.trainer
     callbacks = list(callbacks) + ema_callbacks(config.model.ema_decay)
     if checkpoints:
@@ -107,7 +109,7 @@ def make_trainer(
             ModelCheckpoint(
                 dirpath=run_dir / "checkpoints",
                 filename="best",
-                monitor="val/nll",
+                monitor=monitor,
                 mode="min",
                 save_top_k=1,
                 enable_version_counter=False,
@@ -190,7 +192,13 @@ def train(
     module, dm, task = build(config, task)
     run_dir = make_run_dir(config) if run_dir is None else run_dir
     trainer = make_trainer(
-        config, run_dir, callbacks, loggers=make_logger(config, run_dir), progress=progress
+        config,
+        run_dir,
+        callbacks,
+        loggers=make_logger(config, run_dir),
+        progress=progress,
+        # a module may pick its checkpoints by another metric (molecules: val/nll_given_n)
+        monitor=getattr(module, "checkpoint_monitor", "val/nll"),
     )
     if trainer.is_global_zero:
         save_config(config, run_dir / "config.yaml")
