@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 from threadpoolctl import threadpool_limits
@@ -20,6 +22,23 @@ def float64():
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(old)
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--device",
+        default=os.environ.get("MOLFFF_TEST_DEVICE", "cpu"),
+        help="device for the tests marked `device` (cpu, cuda, cuda:1; env MOLFFF_TEST_DEVICE)",
+    )
+
+
+@pytest.fixture
+def device(request) -> torch.device:
+    """The device under test (``--device``); CUDA tests skip where CUDA is absent."""
+    dev = torch.device(request.config.getoption("--device"))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        pytest.skip("CUDA is not available")
+    return dev
 
 
 def pytest_collection_modifyitems(items):

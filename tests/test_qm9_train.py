@@ -1,6 +1,7 @@
 """The molecule flow: likelihood bound, invariances, training and sampling commands."""
 
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -80,6 +81,8 @@ def test_samples_have_sizes_from_the_distribution_and_zero_com():
 
 @needs_qm9
 def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
+    from PIL import Image
+
     from molfff.cli import main
     from molfff.molecules.io import read_xyz
 
@@ -89,13 +92,22 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
         "trainer.progress_bar=false",
         "data.n_train=128",
         "evaluation.samples=20",
+        "model.ema_decay=0.9",
     ]
     assert main(["train", "qm9", "--fast", *overrides]) == 0
     out = capsys.readouterr().out
+    (grid,) = (tmp_path / "runs").glob("qm9/*/samples.png")
+    assert f"figure: {grid.relative_to(tmp_path)}" in out
+    assert Image.open(grid).size == (8 * 220, 4 * 220 + 36)  # 32 molecules, a title band
     assert "test NLL (exact, nats)" in out and "molecule stability" in out
+    assert "test NLL given n (exact, nats per molecule, without -log p(n)" in out
+    best = torch.load(grid.parent / "checkpoints" / "best.ckpt", weights_only=False)
+    assert any("'monitor': 'val/nll_given_n'" in key for key in best["callbacks"])
     assert "ms per molecule" in out
     assert main(["sample", "--n", "7"]) == 0
-    (tmp_path / "s.xyz").write_text(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert "EMA weights" in captured.err
+    (tmp_path / "s.xyz").write_text(captured.out)
     assert len(read_xyz(tmp_path / "s.xyz")) == 7
     assert main(["sample", "--n", "3", "--format", "sdf", "--out", "s.sdf"]) == 0
     assert (tmp_path / "s.sdf").read_text().count("$$$$") == 3
@@ -105,3 +117,74 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
         assert "were stable after 200 draws" in err
     else:
         assert "2 stable molecules from" in err
+
+
+@needs_qm9
+def test_size_distribution_is_fitted_to_the_capped_training_set():
+    import numpy as np
+
+    from molfff.train.config import load_config
+    from molfff.train.tasks import build_task
+
+    config = load_config("qm9", ["data.n_train=20", "model.blocks=1", "model.width=8"])
+    task = build_task(config.data, config.seed)
+    sizes = task.molecules["train"].num_atoms
+    assert len(sizes) == 20
+    want = np.bincount(sizes, minlength=30) / 20
+    np.testing.assert_allclose(task.node_distribution, want, rtol=0, atol=1e-15)
+    full = np.bincount(task._load_qm9()("train").num_atoms, minlength=30)
+    assert (full > 0).sum() > (want > 0).sum()  # 20 molecules cover fewer sizes than 100,000
+    module = task.new_module(config)
+    p_n = module.flow.log_p_n.exp().double().numpy()
+    np.testing.assert_allclose(p_n, want, rtol=1e-6, atol=0)
+
+
+def test_nll_metrics_leave_out_sizes_outside_p_n_and_count_them():
+    from molfff.train.molecules import nll_metrics
+
+    given_n = torch.tensor([10.0, 12.0, 20.0, 30.0], dtype=torch.float64)
+    log_p_n = torch.tensor([-1.0, -2.0, -math.inf, -1.0], dtype=torch.float64)
+    m = nll_metrics(given_n - log_p_n, given_n, log_p_n.isfinite())
+    assert (m["n"], m["n_nll"], m["n_size_outside_support"]) == (4, 3, 1)
+    assert m["nll"] == pytest.approx((11 + 14 + 31) / 3, abs=1e-12)
+    assert m["nll_stderr"] == pytest.approx(torch.tensor([11.0, 14, 31]).std().item() / 3**0.5)
+    assert m["nll_given_n"] == pytest.approx(18.0, abs=1e-12)
+    none = nll_metrics(given_n + math.inf, given_n, torch.zeros(4, dtype=torch.bool))
+    assert math.isnan(none["nll"]) and none["n_size_outside_support"] == 4
+
+
+@needs_qm9
+def test_small_cap_gives_finite_nlls_and_counts_the_sizes_left_out():
+    """n_train=20: some held-out molecules have a size no training molecule has (p(n) = 0, full
+    NLL +inf). Validation logs the NLL given n (which picks the best checkpoint), the full NLL
+    over the other molecules and the count; the evaluation after training does the same."""
+    from molfff.train.config import load_config
+    from molfff.train.molecules import MoleculeModule
+    from molfff.train.tasks import build_task
+
+    overrides = ["data.n_train=20", "data.n_val=8", "data.n_test=8", "data.batch_size=8",
+                 "model.blocks=1", "model.width=8", "evaluation.samples=0"]  # fmt: skip
+    config = load_config("qm9", overrides)
+    task = build_task(config.data, config.seed)
+    outside = int((task.node_distribution[task.molecules["val"].num_atoms] == 0).sum())
+    assert 0 < outside < 8  # the seeded subsets have both kinds
+    torch.manual_seed(0)
+    module = task.new_module(config)
+    assert MoleculeModule.checkpoint_monitor == "val/nll_given_n"
+
+    logged = {}
+    module.log = lambda name, value, **kw: logged.update({name: (float(value), kw)})
+    module.log_dict = lambda d, **kw: logged.update({k: (float(v), kw) for k, v in d.items()})
+    batch = next(iter(task.datamodule(config).val_dataloader()))
+    with torch.no_grad():
+        module.validation_step(batch, 0)
+    assert logged["val/n_size_outside_support"][0] == outside
+    assert logged["val/n_size_outside_support"][1]["reduce_fx"] == "sum"
+    assert logged["val/nll"][1]["batch_size"] == 8 - outside
+    assert math.isfinite(logged["val/nll"][0]) and math.isfinite(logged["val/nll_given_n"][0])
+
+    m = task.evaluate(module, "val", config)  # the same molecules, one batch
+    assert (m["n"], m["n_nll"], m["n_size_outside_support"]) == (8, 8 - outside, outside)
+    assert m["nll_given_n"] == pytest.approx(logged["val/nll_given_n"][0], rel=1e-5)
+    assert m["nll"] == pytest.approx(logged["val/nll"][0], rel=1e-5)
+    assert all(math.isfinite(m[k]) for k in ("nll", "nll_stderr", "nll_given_n"))

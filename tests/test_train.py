@@ -43,18 +43,24 @@ class StopAfter(Callback):
             trainer.should_stop = True
 
 
-def test_resume_matches_uninterrupted_run(tmp_path):
-    """A 4-epoch run interrupted after 2 and resumed == 4 epochs straight: same weights."""
-    cfg = load_config("toy2d", small(tmp_path, epochs=4))
+@pytest.mark.parametrize("ema_decay", ["null", "0.9"])
+def test_resume_matches_uninterrupted_run(tmp_path, ema_decay):
+    """A 4-epoch run interrupted after 2 and resumed == 4 epochs straight: same weights (with
+    EMA: the same average, training weights and averaging state)."""
+    cfg = load_config("toy2d", small(tmp_path, epochs=4) + [f"model.ema_decay={ema_decay}"])
     straight = train(cfg)
     first = train(cfg, callbacks=[StopAfter(2)])
     assert first.metrics["epochs"] == 2
     resumed = train(cfg, run_dir=first.run_dir, resume=True)
     assert resumed.metrics["epochs"] == 4
-    a = read_checkpoint(straight.run_dir / "checkpoints" / "last.ckpt")["state_dict"]
-    b = read_checkpoint(resumed.run_dir / "checkpoints" / "last.ckpt")["state_dict"]
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    a = read_checkpoint(straight.run_dir / "checkpoints" / "last.ckpt")
+    b = read_checkpoint(resumed.run_dir / "checkpoints" / "last.ckpt")
+    ema = ema_decay != "null"
+    parts = ["state_dict"] + (["current_model_state", "averaging_state"] if ema else [])
+    assert ("current_model_state" in b) == ema
+    for part in parts:
+        for key in a[part]:
+            torch.testing.assert_close(a[part][key], b[part][key], rtol=0, atol=0, msg=key)
     assert straight.metrics["nll"] == resumed.metrics["nll"]
     logs = sorted((first.run_dir / "logs").glob("version_*/metrics.csv"))
     assert len(logs) == 2  # one log per (re)start, the first one kept

@@ -130,6 +130,14 @@ def parser() -> argparse.ArgumentParser:
         help="skip novelty (its QM9 training SMILES take ~1.5 min to build once)",
     )
     mt.add_argument("--json", action="store_true", help="machine-readable output")
+    mt.add_argument(
+        "--grid",
+        default=None,
+        metavar="OUT.png",
+        help="also draw the first --grid-n molecules as a PNG grid (2D depictions from the "
+        "inferred bonds; legends: formula, stable/unstable)",
+    )
+    mt.add_argument("--grid-n", type=int, default=32, help="molecules in the grid (default 32)")
     mt.set_defaults(func=cmd_metrics)
 
     for name, helptext in (

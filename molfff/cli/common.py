@@ -26,6 +26,20 @@ def print_metrics(metrics: dict, as_json: bool) -> None:
         return
     split = metrics.get("split", "test")
     print(f"{split} NLL (exact, nats): {metrics['nll']:.4f} ± {metrics['nll_stderr']:.4f}")
+    if "nll_given_n" in metrics:  # molecules: the size term -log p(n), and what it leaves out
+        print(
+            f"  per molecule, with -log p(n), over {metrics['n_nll']} of {metrics['n']} molecules"
+        )
+        if metrics["n_size_outside_support"]:
+            print(
+                f"  left out: {metrics['n_size_outside_support']} {split} molecules with a size "
+                f"p(n) never saw in training (their NLL is +inf)"
+            )
+        print(
+            f"{split} NLL given n (exact, nats per molecule, without -log p(n), all "
+            f"{metrics['n']} molecules): {metrics['nll_given_n']:.4f} ± "
+            f"{metrics['nll_given_n_stderr']:.4f}"
+        )
     if "true_nll" in metrics:
         print(
             f"true NLL on the same points: {metrics['true_nll']:.4f}   "

@@ -5,8 +5,18 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from molfff.cli.common import note, print_metrics
 from molfff.errors import UserError
+
+
+def _note_ema(config) -> None:
+    from molfff.train.ema import ema_note
+
+    line = ema_note(config.model.ema_decay)
+    if line:
+        note(line)
 
 
 def cmd_sample(args) -> int:
@@ -18,6 +28,7 @@ def cmd_sample(args) -> int:
         raise UserError(f"--n must be positive, got {args.n}")
     config, module, ckpt = load_model(args.checkpoint, Path(args.runs))
     note(f"sampling {args.n} from {ckpt}")
+    _note_ema(config)
     request = SampleRequest(
         n=args.n,
         seed=args.seed,
@@ -40,6 +51,7 @@ def cmd_evaluate(args) -> int:
 
     config, module, ckpt = load_model(args.checkpoint, Path(args.runs))
     note(f"evaluating {ckpt} on the {args.split} split")
+    _note_ema(config)
     task = build_task(config.data, config.seed)
     metrics = task.evaluate(module, args.split, config)
     metrics["checkpoint"] = str(ckpt)
@@ -48,10 +60,20 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_metrics(args) -> int:
+    from molfff.molecules.grid import check_png_path, write_grid
+    from molfff.molecules.io import read_molecules
     from molfff.molecules.report import run_metrics
 
+    if args.grid is not None:  # a bad path fails before any scoring
+        check_png_path(args.grid)
+        if args.grid_n <= 0:
+            raise UserError(f"--grid-n must be positive, got {args.grid_n}")
     metrics, text = run_metrics(args.file, args.json, not args.no_novelty, note=note)
     for warning in metrics["warnings"]:
         print(f"molfff: warning: {warning}", file=sys.stderr, flush=True)
     print(text)
+    if args.grid is not None:
+        mols = read_molecules(args.file)
+        molecules = list(mols.subset(np.arange(min(args.grid_n, len(mols)))))
+        note(f"grid: {write_grid(molecules, args.grid, Path(args.file).name)}")
     return 0

@@ -53,6 +53,11 @@ class ModelConfig:
     ``resnet``: ``preset`` (S, L) or ``width``/``blocks``/``pre_layers``/``activation``.
     ``egnn``: ``width`` hidden units, ``blocks`` equivariant blocks; molecules also use
     ``dequantizer_blocks`` and ``charge_scale`` (dequantized charge = (c + s) / charge_scale).
+
+    ``ema_decay``: keep an exponential moving average of the weights, updated after every
+    optimizer step (EDM and GeoLDM use 0.999-0.9999); validation, the "best" checkpoint, the
+    evaluation after training, ``molfff sample`` and ``molfff evaluate`` all use the averaged
+    weights. null or 0: off.
     """
 
     network: str = "resnet"
@@ -63,6 +68,7 @@ class ModelConfig:
     activation: str = "silu"
     dequantizer_blocks: int = 2
     charge_scale: float = 10.0
+    ema_decay: float | None = None
 
 
 @dataclass
@@ -345,6 +351,9 @@ def validate(config: Config) -> None:
         raise UserError(
             f"config key trainer.max_time: {config.trainer.max_time!r} is not DD:HH:MM:SS"
         )
+    decay = config.model.ema_decay
+    if decay is not None and not 0 <= decay < 1:
+        raise UserError(f"config key model.ema_decay must be in [0, 1) or null, got {decay}")
     if config.optim.grad_clip is not None and config.optim.grad_clip <= 0:
         raise UserError(
             f"config key optim.grad_clip must be positive or null, got {config.optim.grad_clip}"

@@ -15,7 +15,7 @@ from pathlib import Path
 PANELS = (
     ("loss", ("train/loss",)),
     ("surrogate NLL (train)", ("train/nll_surrogate",)),
-    ("exact NLL (validation)", ("val/nll",)),
+    ("exact NLL (validation)", ("val/nll", "val/nll_given_n")),
     ("reconstruction", ("train/reconstruction", "val/reconstruction")),
 )
 

@@ -1,9 +1,19 @@
 """Training molecule flows: LightningModule, QM9 DataModule, evaluation of samples.
 
-Validation reports the exact per-molecule NLL bound (nats) of :class:`MoleculeFlow` on a few
-validation batches (the exact decoder Jacobian of a molecule costs one JVP per degree of
-freedom); evaluation after training adds stability, validity, uniqueness and novelty of sampled
-molecules and the sampling time per molecule.
+Validation reports the exact per-molecule NLL bound (nats per molecule) of :class:`MoleculeFlow`
+(the exact decoder Jacobian of a molecule costs one JVP per degree of freedom), in two forms:
+
+* ``val/nll_given_n``: ``-log p(x, h | n)``, the bound without the size term, over all molecules.
+  The best checkpoint is chosen by it: p(n) is fitted to the training molecules, not trained, so
+  it cannot change which weights are best.
+* ``val/nll``: the full bound ``-log p(x, h | n) - log p(n)``, averaged over the molecules whose
+  size p(n) supports. With a small ``data.n_train`` some validation/test molecules have a size no
+  training molecule has; their full NLL is +inf. They are counted in ``val/n_size_outside_support``
+  instead of turning the mean into inf.
+
+Evaluation after training reports the same (``nll``, ``nll_given_n``, ``n_size_outside_support``)
+and adds stability, validity, uniqueness and novelty of sampled molecules and the sampling time per
+molecule.
 """
 
 from __future__ import annotations
@@ -34,6 +44,39 @@ QM9_TYPES = 5  # H, C, N, O, F
 QM9_MAX_ATOMS = 29
 
 
+def _mean_stderr(x: Tensor) -> tuple[float, float]:
+    if x.numel() == 0:
+        return math.nan, math.nan
+    stderr = x.std() / math.sqrt(x.numel()) if x.numel() > 1 else torch.tensor(math.nan)
+    return x.mean().item(), stderr.item()
+
+
+def nll_metrics(nll: Tensor, nll_given_n: Tensor, inside: Tensor) -> dict:
+    """Evaluation NLLs, nats per molecule, from per-molecule values ``(N,)`` each.
+
+    Args:
+        nll: the full bound, with ``-log p(n)`` (+inf where p(n) = 0).
+        nll_given_n: the bound without ``-log p(n)``.
+        inside: whether p(n) supports each molecule's size.
+
+    Returns:
+        ``n`` (molecules), ``nll`` and ``nll_stderr`` over the ``n_nll`` molecules inside p(n)'s
+        support (NaN if none), ``n_size_outside_support`` (left out: their full NLL is +inf),
+        ``nll_given_n`` and ``nll_given_n_stderr`` over all molecules.
+    """
+    full, full_err = _mean_stderr(nll[inside])
+    given, given_err = _mean_stderr(nll_given_n)
+    return {
+        "n": nll.numel(),
+        "nll": full,
+        "nll_stderr": full_err,
+        "n_nll": int(inside.sum()),
+        "n_size_outside_support": int((~inside).sum()),
+        "nll_given_n": given,
+        "nll_given_n_stderr": given_err,
+    }
+
+
 class MoleculeModule(SavesClassPath, L.LightningModule):
     """Free-form flow training on molecules (PyG batches with pos, one_hot, charge).
 
@@ -41,6 +84,9 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
         config: the run configuration as a plain dict (saved in checkpoints).
         node_distribution: p(n) of the training set, ``n_max + 1`` probabilities.
     """
+
+    #: the logged metric that picks the best checkpoint (see the module docstring)
+    checkpoint_monitor = "val/nll_given_n"
 
     def __init__(self, config: dict, node_distribution: list[float]):
         super().__init__()
@@ -85,12 +131,28 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
         mol = MoleculeBatch.from_pyg(batch)
         gen = torch.Generator(device=mol.pos.device).manual_seed(batch_idx)
         out = self.flow.nll(mol, gen, chunk_size=self.config.trainer.jacobian_chunk)
+        inside = self.flow.log_p_size(mol.batch, mol.num_graphs).isfinite()
+        b = mol.num_graphs
         self.log_dict(
-            {"val/nll": out["nll"].mean(), "val/reconstruction": out["reconstruction"].mean()},
+            {
+                "val/nll_given_n": out["nll_given_n"].mean(),
+                "val/reconstruction": out["reconstruction"].mean(),
+            },
             prog_bar=True,
-            batch_size=mol.num_graphs,
+            batch_size=b,
             sync_dist=True,
         )
+        self.log(
+            "val/n_size_outside_support",
+            float(b - int(inside.sum())),
+            reduce_fx="sum",
+            sync_dist=True,
+            batch_size=b,
+        )
+        if inside.any():  # the mean over the molecules whose full NLL is finite
+            self.log(
+                "val/nll", out["nll"][inside].mean(), batch_size=int(inside.sum()), sync_dist=True
+            )
 
     def configure_optimizers(self):
         return configure_adam(self, self.config.optim)
@@ -165,8 +227,9 @@ class QM9Task:
 
     @cached_property
     def node_distribution(self) -> np.ndarray:
-        """p(n) of the whole training split, ``n_max + 1`` probabilities."""
-        return self._load_qm9()("train").node_count_distribution(QM9_MAX_ATOMS)
+        """p(n) of the molecules trained on (the training split capped at ``data.n_train``),
+        ``n_max + 1`` probabilities: the model samples sizes from the data it learned."""
+        return self.molecules["train"].node_count_distribution(QM9_MAX_ATOMS).numpy()
 
     def prepare(self) -> None:
         self.molecules  # noqa: B018 - loads the splits
@@ -191,24 +254,25 @@ class QM9Task:
         from molfff.molecules.metrics import qm9_smiles
 
         module.eval()
-        nll, recon = [], []
+        device = module.device  # evaluation runs where the module is (CPU or GPU)
+        nll, given_n, recon, inside = [], [], [], []
         for i, batch in enumerate(DataLoader(self.pyg(split), batch_size=config.data.batch_size)):
+            mol = MoleculeBatch.from_pyg(batch.to(device))
             with torch.no_grad():
                 out = module.flow.nll(
-                    MoleculeBatch.from_pyg(batch),
-                    torch.Generator().manual_seed(i),
+                    mol,
+                    torch.Generator(device=device).manual_seed(i),
                     chunk_size=config.trainer.jacobian_chunk,
                 )
-            nll.append(out["nll"].double())
-            recon.append(out["reconstruction"].double())
-        nll_t = torch.cat(nll)
+                inside.append(module.flow.log_p_size(mol.batch, mol.num_graphs).isfinite().cpu())
+            nll.append(out["nll"].double().cpu())
+            given_n.append(out["nll_given_n"].double().cpu())
+            recon.append(out["reconstruction"].double().cpu())
         metrics = {
             "split": split,
-            "n": nll_t.numel(),
-            "nll": nll_t.mean().item(),
-            "nll_stderr": (nll_t.std() / math.sqrt(max(nll_t.numel(), 1))).item(),
-            "reconstruction": torch.cat(recon).mean().item(),
+            **nll_metrics(torch.cat(nll), torch.cat(given_n), torch.cat(inside)),
         }
+        metrics["reconstruction"] = torch.cat(recon).mean().item()
         n = config.evaluation.samples
         if n > 0:
             molecules, seconds = sample_molecules(module.flow, n, seed=config.seed)
@@ -218,8 +282,19 @@ class QM9Task:
             metrics["sampling_seconds_per_molecule"] = seconds / n
         return metrics
 
-    def plot(self, module, run_dir: Path) -> list[Path]:
-        return []
+    def plot(self, module: MoleculeModule, run_dir: Path) -> list[Path]:
+        """``samples.png``: a grid of sampled molecules, titled with the training step of the
+        weights drawn (the best checkpoint's, else the module's)."""
+        from molfff.molecules.grid import GRID_MOLECULES, write_grid
+        from molfff.train.checkpoint import read_checkpoint
+
+        best = Path(run_dir) / "checkpoints" / "best.ckpt"
+        step = read_checkpoint(best).get("global_step") if best.is_file() else None
+        step = module.global_step if step is None else step
+        molecules, _ = sample_molecules(module.flow, GRID_MOLECULES, seed=self.seed)
+        ema = f", EMA {module.config.model.ema_decay}" if module.config.model.ema_decay else ""
+        title = f"{self.name}: {GRID_MOLECULES} samples at training step {step}{ema}"
+        return [write_grid(molecules, Path(run_dir) / "samples.png", title)]
 
     def sample(self, module: MoleculeModule, request: SampleRequest) -> list:
         """Molecules ``(pos, z)``; only stable ones with ``request.stable_only``."""

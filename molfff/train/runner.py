@@ -24,6 +24,7 @@ from molfff.errors import UserError
 from molfff.train.checkpoint import AtomicCheckpointIO, read_checkpoint, upgrade_checkpoint
 from molfff.train.config import Config, config_from_dict, save_config
 from molfff.train.curves import plot_curves
+from molfff.train.ema import ema_callbacks
 from molfff.train.runs import make_run_dir
 from molfff.train.task import Task
 from molfff.train.tasks import build_task
@@ -98,17 +99,19 @@ def make_trainer(
     checkpoints: bool = True,
     loggers=None,
     progress: bool | None = None,
+    monitor: str = "val/nll",
 ) -> L.Trainer:
-    """A Lightning Trainer with the run's settings (checkpoints written atomically)."""
+    """A Lightning Trainer with the run's settings (checkpoints written atomically); ``best.ckpt``
+    has the lowest ``monitor``."""
     t = config.trainer
-    callbacks = list(callbacks)
+    callbacks = list(callbacks) + ema_callbacks(config.model.ema_decay)
     if checkpoints:
         # two callbacks: this Lightning's save_last only fires when a new best was saved
         callbacks += [
             ModelCheckpoint(
                 dirpath=run_dir / "checkpoints",
                 filename="best",
-                monitor="val/nll",
+                monitor=monitor,
                 mode="min",
                 save_top_k=1,
                 enable_version_counter=False,
@@ -211,7 +214,13 @@ def train(
     module, dm, task = build(config, task)
     run_dir = make_run_dir(config) if run_dir is None else run_dir
     trainer = make_trainer(
-        config, run_dir, callbacks, loggers=make_logger(config, run_dir), progress=progress
+        config,
+        run_dir,
+        callbacks,
+        loggers=make_logger(config, run_dir),
+        progress=progress,
+        # a module may pick its checkpoints by another metric (molecules: val/nll_given_n)
+        monitor=getattr(module, "checkpoint_monitor", "val/nll"),
     )
     if trainer.is_global_zero:
         save_config(config, run_dir / "config.yaml")
