@@ -81,10 +81,9 @@ def test_singular_and_bad_shapes():
 
 
 def test_log_abs_det_jacobian_uses_the_safe_path():
-    w = torch.randn(40, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    got = log_abs_det_jacobian(
-        lambda x, c, layout: x @ w.T, torch.zeros(3, 40, dtype=torch.float64)
-    )
+    m = linalg.BATCHED_MAX_ROWS + 16  # the per-matrix path
+    w = torch.randn(m, m, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    got = log_abs_det_jacobian(lambda x, c, layout: x @ w.T, torch.zeros(3, m, dtype=torch.float64))
     torch.testing.assert_close(got, torch.linalg.slogdet(w).logabsdet.expand(3))
 
 
