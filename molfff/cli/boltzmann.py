@@ -108,7 +108,7 @@ def cmd_data_generate(args) -> int:
         raise UserError(f"{out} exists; pass --overwrite to replace it")
     note(f"MCMC for {energy.name}: {args.n} samples from {args.chains} chains")
     # many small ops: threads cost more than they give. threadpoolctl sets the OpenMP pool for this
-    # block only; changing torch's own thread count would leave batched LU unsafe (molfff.fff.linalg)
+    # block only; torch's own thread setter would leave batched LU unsafe (fff/linalg.py)
     with (
         threadpool_limits(args.threads, user_api="openmp"),
         warnings.catch_warnings(record=True) as caught,
