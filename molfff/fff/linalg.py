@@ -2,8 +2,8 @@
 
 With the CPU builds of PyTorch that link MKL statically, a *batched* LU factorisation
 (``torch.linalg.slogdet``, ``det``, ``inv``, ``solve``, ``lu_factor`` on a ``(B, M, M)`` tensor)
-runs one MKL ``getrf`` per matrix inside an OpenMP team. Once ``torch.set_num_threads`` has been
-called in the process (by the user, a library or a test), ``getrf`` on matrices of more than
+runs one MKL ``getrf`` per matrix inside an OpenMP team. Once torch's intra-op thread count has
+been changed in the process (by the user, a library or a test), ``getrf`` on matrices of more than
 about 130 rows can then hang in that nested team or print ``Intel oneMKL ERROR: Parameter 6 was
 incorrect on entry to SLASWP`` and return a broken factorisation (PyTorch issue 141358; measured
 here with torch 2.13: batch 2 of 240 x 240 hangs, 129 x 129 and smaller pass).
@@ -11,7 +11,7 @@ here with torch 2.13: batch 2 of 240 x 240 hangs, 129 x 129 and smaller pass).
 A single, unbatched factorisation does not nest and is safe. So on the CPU, batches of matrices
 larger than :data:`BATCHED_MAX_ROWS` are factorised one matrix at a time in the calling thread,
 with the calling thread's OpenMP pool limited to one thread for the loop (``threadpoolctl``; the
-limit is undone afterwards and, unlike ``torch.set_num_threads``, leaves MKL's own setting
+limit is undone afterwards and, unlike torch's own thread setter, leaves MKL's own setting
 alone). Without that limit each small factorisation wakes a thread team, which on a loaded machine
 cost up to 100x the batched call (measured: 32 matrices of 168 rows, 2.7 s against 23 ms; with
 the limit 11 ms). Smaller matrices (well below the failing size, where the per-matrix Python
