@@ -4,8 +4,9 @@ Torch only (PyG's ``scatter`` for per-graph sums, imported when a graph layout n
 Lightning, no file I/O. Networks are called as ``net(x, c, layout)`` (:class:`FlowNetwork`).
 """
 
-from molfff.fff.flow import FreeFormFlow
+from molfff.fff.flow import FreeFormFlow, Inversion
 from molfff.fff.graph import fully_connected_edges
+from molfff.fff.inverse import DecoderPreimage, implicit_preimage, invert_decoder
 from molfff.fff.latent import CenteredNormal, StandardNormal
 from molfff.fff.layout import DenseLayout, GraphLayout, Layout, ParticleLayout, helmert_basis
 from molfff.fff.logdet import jacobian, log_abs_det_jacobian
@@ -18,6 +19,8 @@ __all__ = [
     "FFFTerms",
     "FlowNetwork",
     "FreeFormFlow",
+    "DecoderPreimage",
+    "Inversion",
     "GraphLayout",
     "Layout",
     "ParticleLayout",
@@ -26,6 +29,8 @@ __all__ = [
     "fully_connected_edges",
     "helmert_basis",
     "hutchinson_vectors",
+    "implicit_preimage",
+    "invert_decoder",
     "jacobian",
     "log_abs_det_jacobian",
 ]

@@ -2,13 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
+from molfff.fff.inverse import implicit_preimage, invert_decoder
 from molfff.fff.latent import StandardNormal
 from molfff.fff.layout import DenseLayout, Layout
 from molfff.fff.logdet import log_abs_det_jacobian
 from molfff.fff.loss import FFFTerms, fff_loss
+
+
+@dataclass
+class Inversion:
+    """Both log-densities of a batch under a free-form flow; every tensor is ``(B,)`` except ``z``.
+
+    Attributes:
+        z: the decoder's preimage ``z*`` of ``x`` (shaped like ``x``).
+        log_prob: exact ``log q(x) = log p_Z(z*) - log|det J_g(z*)|`` (the model that samples).
+        log_prob_estimate: the paper's ``log p_Z(f(x)) - log|det J_g(f(x))|`` (eq. 135).
+        residual: ``||g(z*) - x||`` in data units.
+        converged: whether Newton reached the tolerance (else ``log_prob`` is that of ``g(z*)``).
+        iterations: Newton steps taken.
+        residual_start: ``||g(f(x)) - x||``, the reconstruction error the estimate ignores.
+    """
+
+    z: Tensor
+    log_prob: Tensor
+    log_prob_estimate: Tensor
+    residual: Tensor
+    converged: Tensor
+    iterations: Tensor
+    residual_start: Tensor
 
 
 class FreeFormFlow(nn.Module):
@@ -18,10 +44,11 @@ class FreeFormFlow(nn.Module):
     :class:`~molfff.fff.FlowNetwork`) that map a batch to a batch of the same shape (``c`` may be
     None). Every method passes the layout on to them: the flow's own (dense data, particles) or
     the one given per call (graph batches, whose structure changes from batch to batch).
-    Training uses :meth:`loss`; the exact density uses the decoder Jacobian; sampling is one
-    decoder pass.
+    Training uses :meth:`loss`; sampling is one decoder pass; the density of that sampler is
+    :meth:`log_prob` (the decoder's Jacobian at the decoder's preimage of ``x``), next to the
+    paper's cheaper :meth:`log_prob_estimate` (at ``f(x)``).
 
-    No method changes gradient mode: :meth:`log_prob`, :meth:`sample` and
+    No method but :meth:`invert` changes gradient mode: :meth:`log_prob`, :meth:`sample` and
     :meth:`sample_with_log_prob` are differentiable in the parameters (e.g. to train by maximum
     likelihood on the exact density, or through samples); wrap evaluation in ``torch.no_grad()``
     to save the memory of the graph.
@@ -99,24 +126,88 @@ class FreeFormFlow(nn.Module):
         x: Tensor,
         c: Tensor | None = None,
         layout: Layout | None = None,
+        *,
+        tol: float | None = None,
+        max_iter: int = 20,
         chunk_size: int | None = None,
     ) -> Tensor:
-        """Exact model log-density ``log p_Z(f(x)) - log|det J_g(f(x))|``, ``(B,)``.
+        """Exact log-density of the model that samples, ``(B,)``:
+        ``log q(x) = log p_Z(z*) - log|det J_g(z*)|``.
 
-        Exact for the model whose density is defined by the decoder g pushing p_Z forward, at
-        points reconstructed by ``g(f(x)) ≈ x`` (paper eq. 4). Differentiable in the parameters
-        of both networks when gradients are enabled.
+        ``z*`` solves ``g(z*) = x`` (Newton from ``f(x)``,
+        :func:`~molfff.fff.inverse.invert_decoder`; see there for when it fails and what is
+        returned then). With gradients enabled the result
+        is differentiable in ``x`` and the parameters through the implicit function theorem
+        (:func:`~molfff.fff.inverse.implicit_preimage`); use :meth:`invert` to also get the
+        convergence flags and the paper's estimate.
 
         Args:
             x: batch laid out as ``layout`` says.
             c: conditioning, one row per sample.
             layout: batch structure (defaults to the flow's).
+            tol, max_iter: Newton tolerance (RMS residual per degree of freedom) and step cap.
             chunk_size: Jacobian columns per vmap chunk (memory bound).
+        """
+        layout = self._layout(layout)
+        result = self.invert(x, c, layout, tol=tol, max_iter=max_iter, chunk_size=chunk_size)
+        if not torch.is_grad_enabled():
+            return result.log_prob
+        z = implicit_preimage(self.decoder, x, result.z, layout, c=c, chunk_size=chunk_size)
+        log_det = log_abs_det_jacobian(self.decoder, z, layout, c=c, chunk_size=chunk_size)
+        return self.latent.log_prob(z, layout) - log_det
+
+    def log_prob_estimate(
+        self,
+        x: Tensor,
+        c: Tensor | None = None,
+        layout: Layout | None = None,
+        chunk_size: int | None = None,
+    ) -> Tensor:
+        """The paper's estimate ``log p_Z(f(x)) - log|det J_g(f(x))|``, ``(B,)``.
+
+        Draxler et al. (2024), eq. 135: the exact density evaluated at ``z = f(x)`` instead of the
+        decoder's preimage ``z*``. Equal to :meth:`log_prob` where ``g(f(x)) = x``; elsewhere it is
+        the density of ``g(f(x))``, not a normalised density of ``x``. Kept for comparison with
+        published tables; one Jacobian, differentiable when gradients are enabled.
         """
         layout = self._layout(layout)
         z = self.encode(x, c, layout)
         log_det = log_abs_det_jacobian(self.decoder, z, layout, c=c, chunk_size=chunk_size)
         return self.latent.log_prob(z, layout) - log_det
+
+    def invert(
+        self,
+        x: Tensor,
+        c: Tensor | None = None,
+        layout: Layout | None = None,
+        *,
+        tol: float | None = None,
+        max_iter: int = 20,
+        chunk_size: int | None = None,
+    ) -> Inversion:
+        """Both log-densities of ``x`` and how well the decoder was inverted (no gradients).
+
+        Newton's method from ``z0 = f(x)`` (:func:`~molfff.fff.inverse.invert_decoder`); the
+        estimate reuses the first iterate's Jacobian, so it costs nothing extra.
+
+        Returns:
+            :class:`Inversion` with ``(B,)`` tensors.
+        """
+        layout = self._layout(layout)
+        with torch.no_grad():
+            z0 = self.encode(x, c, layout)
+            pre = invert_decoder(
+                self.decoder, x, z0, layout, c=c, tol=tol, max_iter=max_iter, chunk_size=chunk_size
+            )
+            return Inversion(
+                z=pre.z,
+                log_prob=self.latent.log_prob(pre.z, layout) - pre.log_det,
+                log_prob_estimate=self.latent.log_prob(z0, layout) - pre.log_det_start,
+                residual=pre.residual,
+                converged=pre.converged,
+                iterations=pre.iterations,
+                residual_start=layout.sum_per_sample((self.decode(z0, c, layout) - x) ** 2).sqrt(),
+            )
 
     def reconstruction(
         self, x: Tensor, c: Tensor | None = None, layout: Layout | None = None
@@ -138,8 +229,8 @@ class FreeFormFlow(nn.Module):
         """Samples ``x = g(z)`` with their exact log-density ``log p_Z(z) - log|det J_g(z)|``.
 
         The density of what the sampler produces, evaluated at the latent each sample came from
-        (change of variables through the decoder); unlike :meth:`log_prob` it does not re-encode
-        ``x``, so it stays exact where ``f(g(z)) ≠ z``. This is the ``q(x)`` of importance
+        (change of variables through the decoder): the same value as :meth:`log_prob` at ``x``
+        without a Newton solve, since ``z`` is known. This is the ``q(x)`` of importance
         weights ``w = exp(-u(x)) / q(x)`` (Noé et al. 2019, Boltzmann generators).
 
         Args: as :meth:`sample`, plus ``chunk_size`` of the Jacobian's columns.

@@ -75,6 +75,22 @@ class Layout(ABC):
     def coordinates(self, t: Tensor) -> Tensor:
         """Coordinates of ``t`` in the basis of :meth:`tangent_basis`: ``(B, M)`` (zero-padded)."""
 
+    def from_coordinates(self, coords: Tensor, like: Tensor) -> Tensor:
+        """Inverse of :meth:`coordinates`: the tensor shaped like ``like`` with coordinates
+        ``coords`` ``(B, M)`` in the basis of :meth:`tangent_basis` (padding entries ignored)."""
+        basis = self.tangent_basis(like)  # (M, *like.shape)
+        coords = coords * self.valid(like).to(coords.dtype)
+        return sum(self.broadcast(coords[:, j], like) * basis[j] for j in range(basis.shape[0]))
+
+    @abstractmethod
+    def select(self, t: Tensor, keep: Tensor) -> tuple[Tensor, Layout]:
+        """The samples of ``t`` where ``keep`` ``(B,)`` is True, and the layout of that sub-batch.
+
+        Returns:
+            ``(rows, layout)``: ``rows`` a boolean mask over the first dimension of ``t``
+            (``t[rows]`` is the sub-batch) and the layout describing it.
+        """
+
     def valid(self, t: Tensor) -> Tensor:
         """``(B, M)`` mask of the basis directions a sample really has."""
         m = int(self.dims(t).max().item())
@@ -147,6 +163,12 @@ class DenseLayout(Layout):
 
     def coordinates(self, t: Tensor) -> Tensor:
         return t if self.basis is None else t @ self._basis(t)
+
+    def from_coordinates(self, coords: Tensor, like: Tensor) -> Tensor:
+        return coords if self.basis is None else coords @ self._basis(like).T
+
+    def select(self, t: Tensor, keep: Tensor) -> tuple[Tensor, Layout]:
+        return keep, self
 
     def valid(self, t: Tensor) -> Tensor:
         m = t.shape[1] if self.basis is None else self.basis.shape[1]
@@ -314,6 +336,16 @@ class GraphLayout(Layout):
             ft = onehot.unsqueeze(2) * t[:, None, d:]  # (N, n, feat)
             parts.append(self._scatter(ft).reshape(self.num_graphs, -1))
         return torch.cat(parts, dim=1)  # (B, M)
+
+    def from_coordinates(self, coords: Tensor, like: Tensor) -> Tensor:
+        coords = coords * self.valid(like).to(coords.dtype)
+        return torch.einsum("nm,mnf->nf", coords[self.batch], self.tangent_basis(like))
+
+    def select(self, t: Tensor, keep: Tensor) -> tuple[Tensor, Layout]:
+        rows = keep[self.batch]
+        new_index = torch.cumsum(keep.long(), 0) - 1  # old graph index -> new
+        sub = GraphLayout(new_index[self.batch[rows]], int(keep.sum()), pos_dim=self.pos_dim)
+        return rows, sub
 
     def valid(self, t: Tensor) -> Tensor:
         d, feat = self.pos_dim, t.shape[1] - self.pos_dim

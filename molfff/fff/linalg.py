@@ -103,3 +103,32 @@ def solve(a: Tensor, b: Tensor) -> Tensor:
         return torch.linalg.solve(a, b)
     with _one_thread():
         return torch.stack([torch.linalg.solve(m, r) for m, r in zip(a, b, strict=True)])
+
+
+def solve_ex(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+    """:func:`solve` that does not raise on singular matrices.
+
+    Args:
+        a: ``(B, M, M)`` square matrices.
+        b: ``(B, M)`` right-hand sides.
+
+    Returns:
+        ``(x, ok)``: ``(B, M)`` solutions and a ``(B,)`` bool mask, False where the matrix is
+        singular to working precision or the solution is not finite (``x`` is then meaningless).
+
+    Raises:
+        ValueError: on mismatched shapes.
+    """
+    _check_square(a, "solve_ex")
+    if a.dim() != 3 or b.shape != a.shape[:2]:
+        raise ValueError(
+            f"solve_ex needs a (B, M, M) and b (B, M), got {tuple(a.shape)}, {tuple(b.shape)}"
+        )
+    if not _per_matrix(a):
+        x, info = torch.linalg.solve_ex(a, b)
+    else:
+        with _one_thread():
+            pairs = [torch.linalg.solve_ex(m, r) for m, r in zip(a, b, strict=True)]
+        x = torch.stack([p[0] for p in pairs])
+        info = torch.stack([p[1] for p in pairs])
+    return x, (info == 0) & torch.isfinite(x).all(dim=1)
