@@ -23,9 +23,9 @@ def plot_2d(
 ) -> list[Path]:
     """Write ``samples.png`` (data | model samples) and ``density.png``.
 
-    ``density.png`` shows the true density, the model's exact density ``p_Z(f(x)) |det J_g|^-1``
-    on a grid, and a histogram of model samples. The formula is the model's density only where
-    ``g(f(x)) ≈ x``, i.e. near the data; far from it the histogram is the honest picture.
+    ``density.png`` shows the true density, the exact density of the model that samples
+    (``p_Z(z*) |det J_g(z*)|^-1`` with ``g(z*) = x``, ``model.log_prob``) on a grid, and a
+    histogram of model samples.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     data = data[:n].cpu()
@@ -55,7 +55,7 @@ def plot_2d(
     )
     many = model.sample(200_000, generator=torch.Generator().manual_seed(1)).cpu()
     hist, _ = torch.histogramdd(many.float(), bins=[xs.float(), ys.float()], density=True)
-    panels = [(learned, "learned density (exact formula)"), (hist, "histogram of samples")]
+    panels = [(learned, "model density (exact, decoder preimage)"), (hist, "histogram of samples")]
     if true_log_prob is not None:
         panels.insert(0, (true_log_prob(pts.double()).exp().reshape(grid, grid), "true density"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 4.5), squeeze=False)

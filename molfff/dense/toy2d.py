@@ -78,4 +78,31 @@ def toy2d_task(density: str, n_train: int, n_val: int, n_test: int, seed: int) -
         name: Split(p.sample(n, generator=g).float())
         for name, n in (("train", n_train), ("val", n_val), ("test", n_test))
     }
-    return DenseData(f"toy2d/{density}", splits, p.log_prob)
+    return DenseData(f"toy2d/{density}", splits, p.log_prob, extra_metrics=grid_integrals)
+
+
+GRID_HALF_WIDTH = 5.0
+"""Half-width of the square ``[-5, 5]^2`` the density integrals cover: the densities here put
+less than ``1e-6`` of their mass outside it."""
+
+
+def grid_integrals(model, half_width: float = GRID_HALF_WIDTH, grid: int = 400) -> dict:
+    """``∫ q(x) dx`` over ``[-w, w]^2`` by the midpoint rule on ``grid x grid`` cells, from the
+    exact log-density and from the paper's estimate (``model.log_prob(x, exact=...)`` in original
+    units). A normalised density gives 1 (up to the mass outside the square and the grid error).
+
+    Returns:
+        ``density_integral_exact`` and ``density_integral_estimate``.
+    """
+    edges = torch.linspace(-half_width, half_width, grid + 1, dtype=torch.float64)
+    mid = (edges[1:] + edges[:-1]) / 2
+    pts = torch.cartesian_prod(mid, mid)
+    cell = (edges[1] - edges[0]).item() ** 2
+    param = next(model.parameters())
+    out = {}
+    for kind, exact in (("exact", True), ("estimate", False)):
+        lp = torch.cat(
+            [model.log_prob(c.to(param), exact=exact).double().cpu() for c in pts.split(8192)]
+        )
+        out[f"density_integral_{kind}"] = (lp.exp().sum() * cell).item()
+    return out

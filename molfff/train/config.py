@@ -108,6 +108,13 @@ class TrainerConfig:
     eval_batch_size: int = 2048
     limit_val_batches: int | float = 1.0
     jacobian_chunk: int = 32
+    # Validation and test log two NLLs: "exact", the density of the model that samples (the
+    # decoder's preimage of x found by Newton steps, molfff.fff.inverse), and "estimate", the
+    # paper's eq. 135 at z = f(x) (one Jacobian; blind to how far g(f(x)) is from x).
+    # select_on names the one whose lowest validation value is kept as best.ckpt.
+    select_on: str = "exact"
+    # Newton steps at most for the exact NLL (tolerance: molfff.fff.inverse.default_tol)
+    newton_max_iter: int = 20
     # validate every N training steps (int) or fraction of an epoch (float); null: once per epoch
     val_check_interval: int | float | None = None
     # wall-clock budget "DD:HH:MM:SS"; training stops cleanly (checkpoints written) when it is spent
@@ -184,6 +191,7 @@ CHOICES = {
     "optim.schedule": ("onecycle", "exponential", "constant"),
     "logger.wandb": ("offline", "online", "disabled"),
     "loss.decoder_jvp": ("forward", "reverse"),
+    "trainer.select_on": ("exact", "estimate"),
 }
 POSITIVE = (
     "data.batch_size",
@@ -199,7 +207,7 @@ POSITIVE = (
     "trainer.jacobian_chunk",
     "trainer.limit_val_batches",
 )
-NON_NEGATIVE = ("loss.beta", "loss.noise_std", "optim.weight_decay")
+NON_NEGATIVE = ("loss.beta", "loss.noise_std", "optim.weight_decay", "trainer.newton_max_iter")
 
 
 def data_schema(name: str) -> type[DataConfig]:

@@ -15,7 +15,17 @@ from pathlib import Path
 PANELS = (
     ("loss", ("train/loss",)),
     ("surrogate NLL (train)", ("train/nll_surrogate",)),
-    ("exact NLL (validation)", ("val/nll", "val/nll_given_n")),
+    (
+        "NLL (validation)",
+        (
+            "val/nll_exact",
+            "val/nll_estimate",
+            "val/nll_given_n_exact",
+            "val/nll_given_n_estimate",
+            "val/nll",  # runs made before the exact NLL existed
+            "val/nll_given_n",
+        ),
+    ),
     ("reconstruction", ("train/reconstruction", "val/reconstruction")),
 )
 

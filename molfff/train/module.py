@@ -141,24 +141,50 @@ class FFFModule(SavesClassPath, L.LightningModule):
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=x.shape[0])
         return loss
 
+    @property
+    def checkpoint_monitor(self) -> str:
+        """The logged metric whose lowest value picks ``best.ckpt`` (``trainer.select_on``)."""
+        return f"val/nll_{self.config.trainer.select_on}"
+
     def evaluate(self, batch) -> dict[str, Tensor]:
-        """Exact NLL (original units) and reconstruction error per sample, ``(B,)`` each."""
+        """Per-sample NLLs in nats (original units) and how well g was inverted, ``(B,)`` each.
+
+        Returns:
+            ``nll_exact`` (the density of the model that samples, at the decoder's preimage
+            ``z*`` of x), ``nll_estimate`` (paper eq. 135, at ``z = f(x)``), ``converged``
+            (Newton reached its tolerance), ``residual`` ``||g(z*) - x||`` and
+            ``reconstruction`` ``||g(f(x)) - x||^2`` (both in z-scored data units).
+        """
         x, c = self._unpack(batch)
-        with torch.no_grad():
-            nll = -self.flow.log_prob(x, c, chunk_size=self.config.trainer.jacobian_chunk)
-            nll = nll + self.log_scale
-            recon = ((self.flow.decode(self.flow.encode(x, c), c) - x) ** 2).sum(1)
-        return {"nll": nll, "reconstruction": recon}
+        t = self.config.trainer
+        res = self.flow.invert(x, c, chunk_size=t.jacobian_chunk, max_iter=t.newton_max_iter)
+        return {
+            "nll_exact": -res.log_prob + self.log_scale,
+            "nll_estimate": -res.log_prob_estimate + self.log_scale,
+            "converged": res.converged,
+            "residual": res.residual,
+            "reconstruction": res.residual_start**2,
+        }
 
     def _eval_step(self, batch, prefix: str) -> None:
         out = self.evaluate(batch)
-        n = out["nll"].shape[0]
+        n = out["nll_exact"].shape[0]
         self.log_dict(
             {
-                f"{prefix}/nll": out["nll"].mean(),
+                f"{prefix}/nll_exact": out["nll_exact"].mean(),
+                f"{prefix}/nll_estimate": out["nll_estimate"].mean(),
+                f"{prefix}/exact_converged": out["converged"].float().mean(),
                 f"{prefix}/reconstruction": out["reconstruction"].mean(),
             },
-            prog_bar=prefix == "val",
+            prog_bar=False,
+            batch_size=n,
+            sync_dist=True,
+        )
+        self.log(
+            f"{prefix}_nll",
+            out[f"nll_{self.config.trainer.select_on}"].mean(),
+            prog_bar=True,
+            logger=False,
             batch_size=n,
             sync_dist=True,
         )
@@ -196,12 +222,17 @@ class FFFModule(SavesClassPath, L.LightningModule):
         return self.standardize_x.inverse(x), log_q - self.log_scale
 
     @torch.no_grad()
-    def log_prob(self, x: Tensor, c: Tensor | None = None) -> Tensor:
-        """Exact log-density in original units, ``(B,)`` (evaluation: no gradients)."""
+    def log_prob(self, x: Tensor, c: Tensor | None = None, exact: bool = True) -> Tensor:
+        """Log-density in original units, ``(B,)`` (evaluation: no gradients): of the model that
+        samples (``exact``: decoder preimage by Newton) or the paper's estimate at ``f(x)``."""
         c = self._standardize_c(c)
         x = self.standardize_x(x)
-        chunk = self.config.trainer.jacobian_chunk  # bounds memory for large particle systems
-        return self.flow.log_prob(x, c, chunk_size=chunk) - self.log_scale
+        t = self.config.trainer  # jacobian_chunk bounds memory for large particle systems
+        if exact:
+            lp = self.flow.log_prob(x, c, chunk_size=t.jacobian_chunk, max_iter=t.newton_max_iter)
+        else:
+            lp = self.flow.log_prob_estimate(x, c, chunk_size=t.jacobian_chunk)
+        return lp - self.log_scale
 
     def configure_optimizers(self):
         return configure_adam(self, self.config.optim)

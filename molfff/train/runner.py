@@ -99,7 +99,7 @@ def make_trainer(
     checkpoints: bool = True,
     loggers=None,
     progress: bool | None = None,
-    monitor: str = "val/nll",
+    monitor: str = "val/nll_exact",
 ) -> L.Trainer:
     """A Lightning Trainer with the run's settings (checkpoints written atomically); ``best.ckpt``
     has the lowest ``monitor``."""
@@ -219,8 +219,8 @@ def train(
         callbacks,
         loggers=make_logger(config, run_dir),
         progress=progress,
-        # a module may pick its checkpoints by another metric (molecules: val/nll_given_n)
-        monitor=getattr(module, "checkpoint_monitor", "val/nll"),
+        # the module names the metric of trainer.select_on (molecules: without the size term)
+        monitor=module.checkpoint_monitor,
     )
     if trainer.is_global_zero:
         save_config(config, run_dir / "config.yaml")

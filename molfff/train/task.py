@@ -65,8 +65,8 @@ class Task(Protocol):
         Its checkpoints must rebuild it (see :mod:`molfff.train.checkpoint`)."""
 
     def evaluate(self, module: L.LightningModule, split: str, config: Config) -> dict:
-        """Metrics of a trained module on ``split`` (``nll``, ``nll_stderr``, ``reconstruction``
-        first)."""
+        """Metrics of a trained module on ``split`` (``nll_exact``, ``nll_estimate`` with their
+        ``_stderr``, ``exact_converged``, ``exact_residual_median``, ``reconstruction`` first)."""
 
     def plot(self, module: L.LightningModule, run_dir: Path) -> list[Path]:
         """Figures of a trained module written into ``run_dir``; the files written."""
