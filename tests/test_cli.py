@@ -36,8 +36,10 @@ def trained(tmp_path_factory):
 
 def test_train_prints_metrics_and_run_folder(trained):
     cwd, proc = trained
-    assert "test NLL (exact, nats)" in proc.stdout
-    assert "KL(p||q)" in proc.stdout
+    assert "test NLL, exact (the density of the model that samples" in proc.stdout
+    assert "test NLL, paper estimate (eq. 135, at z = f(x))" in proc.stdout
+    assert "KL(p||q) from the exact NLL" in proc.stdout
+    assert "integral of q over the plot grid" in proc.stdout
     assert "run folder: runs/toy2d/" in proc.stderr
     assert "Epoch 0" in proc.stderr and "Epoch" not in proc.stdout
     assert "wandb sync" in proc.stderr and "wandb" not in proc.stdout
@@ -75,7 +77,7 @@ def test_sample_to_npy_and_evaluate_json(trained, monkeypatch, capsys):
     capsys.readouterr()
     assert main(["evaluate", "--json", "--split", "val"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["split"] == "val" and out["n"] == 1000 and "kl" in out
+    assert out["split"] == "val" and out["n"] == 1000 and "kl_exact" in out and "kl_estimate" in out
 
 
 def _expect_error(argv, message, capsys):

@@ -234,14 +234,16 @@ def test_loss_gradients_reach_every_parameter(case):
     _assert_every_parameter_has_a_gradient(case.flow, "loss")
 
 
-def test_log_prob_gradients_match_brute_force(case):
-    """No ``no_grad`` inside: a user can train on the exact density (gradient mode is theirs).
-    Its parameter gradients equal those of the brute-force density, and reach every encoder
-    parameter (a decoder's output bias does not change its Jacobian: zero is right there)."""
+def test_log_prob_estimate_gradients_match_brute_force(case):
+    """No ``no_grad`` inside: a user can train on the density (gradient mode is theirs). The
+    paper estimate's parameter gradients equal those of the brute-force formula at z = f(x), and
+    reach every encoder parameter (a decoder's output bias does not change its Jacobian)."""
     flow = case.flow
     params = dict(flow.named_parameters())
     got = torch.autograd.grad(
-        flow.log_prob(case.x, case.c, case.layout).sum(), list(params.values()), allow_unused=True
+        flow.log_prob_estimate(case.x, case.c, case.layout).sum(),
+        list(params.values()),
+        allow_unused=True,
     )
     z = flow.encode(case.x, case.c, case.layout)
     brute = _log_normal(case, z) - _brute_log_det(case, z, create_graph=True)
@@ -251,22 +253,54 @@ def test_log_prob_gradients_match_brute_force(case):
         w = torch.zeros_like(params[name]) if w is None else w
         torch.testing.assert_close(g, w, rtol=1e-8, atol=1e-10, msg=name)
         if name.startswith("encoder."):
-            assert float(g.abs().max()) > 0, f"no gradient of log_prob reaches {name}"
+            assert float(g.abs().max()) > 0, f"no gradient of log_prob_estimate reaches {name}"
     _, log_q = flow.sample_with_log_prob(c=case.c, like=case.x, layout=case.layout)
     grads = torch.autograd.grad(log_q.sum(), list(flow.decoder.parameters()), allow_unused=True)
     assert sum(float(g.abs().sum()) for g in grads if g is not None) > 0
     with torch.no_grad():
-        assert not flow.log_prob(case.x, case.c, case.layout).requires_grad
+        assert not flow.log_prob_estimate(case.x, case.c, case.layout).requires_grad
+
+
+def test_exact_log_prob_gradients_are_the_decoders_only(case):
+    """The exact density is the decoder's: no gradient reaches the encoder (it only picks Newton's
+    start), and a finite difference along one decoder parameter matches autograd."""
+    flow = case.flow
+    enc = list(flow.encoder.parameters())
+    dec = dict(flow.decoder.named_parameters())
+    lp = flow.log_prob(case.x, case.c, case.layout).sum()
+    grads = torch.autograd.grad(lp, enc + list(dec.values()), allow_unused=True)
+    assert all(g is None or float(g.abs().max()) == 0 for g in grads[: len(enc)])
+    name, p = max(dec.items(), key=lambda kv: kv[1].numel())
+    g = grads[len(enc) + list(dec).index(name)]
+    direction = torch.randn(p.shape, generator=torch.Generator().manual_seed(7), dtype=p.dtype)
+    eps = 1e-6
+    with torch.no_grad():
+        p += eps * direction
+        up = flow.log_prob(case.x, case.c, case.layout).sum()
+        p -= 2 * eps * direction
+        down = flow.log_prob(case.x, case.c, case.layout).sum()
+        p += eps * direction
+    fd = (up - down) / (2 * eps)
+    torch.testing.assert_close((g * direction).sum(), fd, rtol=1e-5, atol=1e-7)
 
 
 def test_exact_log_density_against_brute_force(case):
     flow = case.flow
     with torch.no_grad():
+        res = flow.invert(case.x, case.c, case.layout)
         got = flow.log_prob(case.x, case.c, case.layout)
-        z = flow.encode(case.x, case.c, case.layout)
-    log_det = _brute_log_det(case, z)
+        estimate = flow.log_prob_estimate(case.x, case.c, case.layout)
+        z0 = flow.encode(case.x, case.c, case.layout)
+    assert bool(res.converged.all()) and float(res.residual.max()) < 1e-10
+    torch.testing.assert_close(flow.decode(res.z, case.c, case.layout), case.x)
+    log_det = _brute_log_det(case, res.z)
     assert float(log_det.abs().max()) > 1e-3  # a real map, not the identity
-    torch.testing.assert_close(got, _log_normal(case, z) - log_det, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got, _log_normal(case, res.z) - log_det, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(res.log_prob, got, rtol=0, atol=0)
+    # the paper's estimate is the same formula at z = f(x)
+    want = _log_normal(case, z0) - _brute_log_det(case, z0)
+    torch.testing.assert_close(estimate, want, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(res.log_prob_estimate, want, rtol=1e-10, atol=1e-10)
     # the sampler's density at the latent it drew
     like = case.x
     with torch.no_grad():
