@@ -178,15 +178,34 @@ def test_no_preimage_is_reported_not_hidden():
     assert res.residual[0].item() >= 1 - 1e-9
     assert torch.isfinite(res.z).all()
     cube = FreeFormFlow(Fn(lambda x, c, layout: 0 * x), Fn(lambda z, c, layout: z**3))
-    res = cube.invert(torch.tensor([[1.0]], dtype=D64))
+    res = cube.invert(torch.tensor([[1.0]], dtype=D64), restarts=0)
     assert res.converged.tolist() == [False]
     assert int(res.iterations[0]) == 0
+    res = cube.invert(torch.tensor([[1.0]], dtype=D64))  # a restart starts off the singular point
+    assert res.converged.tolist() == [True] and res.z.item() == pytest.approx(1.0, abs=1e-10)
+
+
+def test_restarts_find_the_preimage_behind_a_fold():
+    """``g(z) = z^3 - 3z`` folds at z = -1 (g = 2): Newton for x = 5 from z0 = -1.5 climbs to the
+    fold and stalls; a restart from p_Z reaches the one preimage, z ≈ 2.279."""
+    flow = FreeFormFlow(
+        Fn(lambda x, c, layout: torch.full_like(x, -1.5)), Fn(lambda z, c, layout: z**3 - 3 * z)
+    )
+    x = torch.tensor([[5.0]], dtype=D64)
+    stuck = flow.invert(x, restarts=0)
+    assert stuck.converged.tolist() == [False]
+    found = flow.invert(x, restarts=8)
+    assert found.converged.tolist() == [True]
+    z = found.z.item()
+    assert abs(z**3 - 3 * z - 5) < 1e-10 and z > 2
+    want = -0.5 * z**2 - 0.5 * math.log(2 * math.pi) - math.log(3 * z**2 - 3)
+    assert found.log_prob.item() == pytest.approx(want, abs=1e-10)
 
 
 def test_iteration_cap_and_bad_arguments():
     flow, g, _, z_true = dense_case(seed=6)
     x = g(z_true)
-    res = flow.invert(x, max_iter=0)
+    res = flow.invert(x, max_iter=0, restarts=0)
     assert int(res.iterations.max()) == 0
     assert not bool(res.converged.any())
     assert torch.allclose(res.log_prob, res.log_prob_estimate)

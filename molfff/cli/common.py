@@ -41,7 +41,8 @@ def print_metrics(metrics: dict, as_json: bool) -> None:
     if "exact_converged" in metrics:
         print(
             f"  Newton solve of g(z*) = x from z = f(x): {100 * metrics['exact_converged']:.1f} % "
-            f"converged, median residual ||g(z*) - x|| {metrics['exact_residual_median']:.2g}"
+            f"converged (the exact NLL and KL average over these), median residual "
+            f"||g(z*) - x|| {metrics['exact_residual_median']:.2g}"
         )
     if molecules:  # the size term -log p(n), and what it leaves out
         print(
@@ -69,7 +70,8 @@ def print_metrics(metrics: dict, as_json: bool) -> None:
         print(
             "integral of q over the plot grid: "
             f"exact {metrics['density_integral_exact']:.4f}, "
-            f"paper estimate {metrics['density_integral_estimate']:.4f} (1 if normalised)"
+            f"paper estimate {metrics['density_integral_estimate']:.4f} (1 if normalised; "
+            f"preimage found at {100 * metrics['density_integral_exact_converged']:.1f} % of cells)"
         )
     print(f"reconstruction ||x - g(f(x))||^2: {metrics['reconstruction']:.3g}")
     for kind in names:

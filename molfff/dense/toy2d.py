@@ -91,8 +91,11 @@ def grid_integrals(model, half_width: float = GRID_HALF_WIDTH, grid: int = 400) 
     exact log-density and from the paper's estimate (``model.log_prob(x, exact=...)`` in original
     units). A normalised density gives 1 (up to the mass outside the square and the grid error).
 
+    Cells whose centre has no preimage found by Newton count as zero density.
+
     Returns:
-        ``density_integral_exact`` and ``density_integral_estimate``.
+        ``density_integral_exact``, ``density_integral_estimate`` and
+        ``density_integral_exact_converged`` (share of cells with a preimage).
     """
     edges = torch.linspace(-half_width, half_width, grid + 1, dtype=torch.float64)
     mid = (edges[1:] + edges[:-1]) / 2
@@ -104,5 +107,7 @@ def grid_integrals(model, half_width: float = GRID_HALF_WIDTH, grid: int = 400) 
         lp = torch.cat(
             [model.log_prob(c.to(param), exact=exact).double().cpu() for c in pts.split(8192)]
         )
-        out[f"density_integral_{kind}"] = (lp.exp().sum() * cell).item()
+        out[f"density_integral_{kind}"] = (lp.exp().nansum() * cell).item()
+        if exact:
+            out["density_integral_exact_converged"] = lp.isfinite().double().mean().item()
     return out

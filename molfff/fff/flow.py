@@ -20,10 +20,12 @@ class Inversion:
 
     Attributes:
         z: the decoder's preimage ``z*`` of ``x`` (shaped like ``x``).
-        log_prob: exact ``log q(x) = log p_Z(z*) - log|det J_g(z*)|`` (the model that samples).
+        log_prob: exact ``log q(x) = log p_Z(z*) - log|det J_g(z*)|`` (the model that samples);
+            NaN where no preimage was found (``converged`` False): the value at the last iterate
+            would be the density of another point, often near a fold where it diverges.
         log_prob_estimate: the paper's ``log p_Z(f(x)) - log|det J_g(f(x))|`` (eq. 135).
         residual: ``||g(z*) - x||`` in data units.
-        converged: whether Newton reached the tolerance (else ``log_prob`` is that of ``g(z*)``).
+        converged: whether Newton reached the tolerance.
         iterations: Newton steps taken.
         residual_start: ``||g(f(x)) - x||``, the reconstruction error the estimate ignores.
     """
@@ -129,27 +131,31 @@ class FreeFormFlow(nn.Module):
         *,
         tol: float | None = None,
         max_iter: int = 20,
+        restarts: int = 0,
         chunk_size: int | None = None,
     ) -> Tensor:
         """Exact log-density of the model that samples, ``(B,)``:
         ``log q(x) = log p_Z(z*) - log|det J_g(z*)|``.
 
         ``z*`` solves ``g(z*) = x`` (Newton from ``f(x)``,
-        :func:`~molfff.fff.inverse.invert_decoder`; see there for when it fails and what is
-        returned then). With gradients enabled the result
-        is differentiable in ``x`` and the parameters through the implicit function theorem
-        (:func:`~molfff.fff.inverse.implicit_preimage`); use :meth:`invert` to also get the
-        convergence flags and the paper's estimate.
+        :func:`~molfff.fff.inverse.invert_decoder`; see there for when it fails). NaN for
+        samples whose preimage was not found; :meth:`invert` says which. With gradients
+        enabled the result is differentiable in ``x`` and the parameters through the implicit
+        function theorem (:func:`~molfff.fff.inverse.implicit_preimage`); use :meth:`invert`
+        to also get the convergence flags and the paper's estimate.
 
         Args:
             x: batch laid out as ``layout`` says.
             c: conditioning, one row per sample.
             layout: batch structure (defaults to the flow's).
             tol, max_iter: Newton tolerance (RMS residual per degree of freedom) and step cap.
+            restarts: fresh starts from ``p_Z`` for samples that do not converge from ``f(x)``.
             chunk_size: Jacobian columns per vmap chunk (memory bound).
         """
         layout = self._layout(layout)
-        result = self.invert(x, c, layout, tol=tol, max_iter=max_iter, chunk_size=chunk_size)
+        result = self.invert(
+            x, c, layout, tol=tol, max_iter=max_iter, restarts=restarts, chunk_size=chunk_size
+        )
         if not torch.is_grad_enabled():
             return result.log_prob
         z = implicit_preimage(self.decoder, x, result.z, layout, c=c, chunk_size=chunk_size)
@@ -183,6 +189,7 @@ class FreeFormFlow(nn.Module):
         *,
         tol: float | None = None,
         max_iter: int = 20,
+        restarts: int = 0,
         chunk_size: int | None = None,
     ) -> Inversion:
         """Both log-densities of ``x`` and how well the decoder was inverted (no gradients).
@@ -197,11 +204,23 @@ class FreeFormFlow(nn.Module):
         with torch.no_grad():
             z0 = self.encode(x, c, layout)
             pre = invert_decoder(
-                self.decoder, x, z0, layout, c=c, tol=tol, max_iter=max_iter, chunk_size=chunk_size
+                self.decoder,
+                x,
+                z0,
+                layout,
+                c=c,
+                tol=tol,
+                max_iter=max_iter,
+                restarts=restarts,
+                chunk_size=chunk_size,
             )
             return Inversion(
                 z=pre.z,
-                log_prob=self.latent.log_prob(pre.z, layout) - pre.log_det,
+                log_prob=torch.where(
+                    pre.converged,
+                    self.latent.log_prob(pre.z, layout) - pre.log_det,
+                    torch.full_like(pre.log_det, float("nan")),
+                ),
                 log_prob_estimate=self.latent.log_prob(z0, layout) - pre.log_det_start,
                 residual=pre.residual,
                 converged=pre.converged,

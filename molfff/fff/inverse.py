@@ -88,9 +88,15 @@ def invert_decoder(
     tol: float | None = None,
     max_iter: int = 20,
     line_search: int = 10,
+    restarts: int = 0,
     chunk_size: int | None = None,
 ) -> DecoderPreimage:
     """Solve ``g(z) = x`` per sample by damped Newton steps from ``z0`` (see the module docstring).
+
+    Samples that do not converge from ``z0`` start again, up to ``restarts`` times, from
+    ``z ~ N(0, I)`` on the layout's subspace (a fixed generator per restart, so results are
+    reproducible): where ``g`` folds, Newton from ``f(x)`` can stall behind a fold although ``x``
+    has a preimage elsewhere.
 
     Runs without recording gradients; :func:`implicit_preimage` attaches the gradients of ``z*``.
 
@@ -104,6 +110,7 @@ def invert_decoder(
             :func:`default_tol` of ``x.dtype`` if None.
         max_iter: Newton steps at most (the Jacobian is evaluated ``max_iter + 1`` times at most).
         line_search: step halvings tried before a sample is declared stalled.
+        restarts: fresh starting points tried for samples that did not converge.
         chunk_size: Jacobian columns per vmap chunk.
 
     Returns:
@@ -116,12 +123,34 @@ def invert_decoder(
         raise ValueError(
             f"x and z0 must have the same shape, got {tuple(x.shape)}, {tuple(z0.shape)}"
         )
-    if max_iter < 0 or line_search < 1:
-        raise ValueError(f"need max_iter >= 0 and line_search >= 1, got {max_iter}, {line_search}")
+    if max_iter < 0 or line_search < 1 or restarts < 0:
+        raise ValueError(
+            "need max_iter >= 0, line_search >= 1 and restarts >= 0, got "
+            f"{max_iter}, {line_search}, {restarts}"
+        )
     layout = DenseLayout() if layout is None else layout
     tol = default_tol(x.dtype) if tol is None else tol
     with torch.no_grad():
-        return _newton(decoder, x, z0, layout, c, tol, max_iter, line_search, chunk_size)
+        out = _newton(decoder, x, z0, layout, c, tol, max_iter, line_search, chunk_size)
+        for k in range(restarts):
+            retry = ~out.converged
+            if not bool(retry.any()):
+                break
+            rows, sub = layout.select(x, retry)
+            gen = torch.Generator(device=x.device).manual_seed(k)
+            start = sub.randn(x[rows], generator=gen)
+            cs = None if c is None else c[retry]
+            again = _newton(
+                decoder, x[rows], start, sub, cs, tol, max_iter, line_search, chunk_size
+            )
+            won = torch.zeros_like(retry)
+            won[retry] = again.converged
+            won_rows = layout.select(x, won)[0]
+            out.z[won_rows] = again.z[sub.select(x[rows], again.converged)[0]]
+            for name in ("log_det", "residual", "converged"):
+                getattr(out, name)[won] = getattr(again, name)[again.converged]
+            out.iterations[retry] += again.iterations
+        return out
 
 
 def _residual_norm(layout: Layout, r: Tensor) -> Tensor:

@@ -113,8 +113,10 @@ class TrainerConfig:
     # paper's eq. 135 at z = f(x) (one Jacobian; blind to how far g(f(x)) is from x).
     # select_on names the one whose lowest validation value is kept as best.ckpt.
     select_on: str = "exact"
-    # Newton steps at most for the exact NLL (tolerance: molfff.fff.inverse.default_tol)
+    # Newton steps at most for the exact NLL (tolerance: molfff.fff.inverse.default_tol), and
+    # fresh starts from p_Z for samples that stall from f(x) (behind a fold of the decoder)
     newton_max_iter: int = 20
+    newton_restarts: int = 0
     # validate every N training steps (int) or fraction of an epoch (float); null: once per epoch
     val_check_interval: int | float | None = None
     # wall-clock budget "DD:HH:MM:SS"; training stops cleanly (checkpoints written) when it is spent
@@ -207,7 +209,13 @@ POSITIVE = (
     "trainer.jacobian_chunk",
     "trainer.limit_val_batches",
 )
-NON_NEGATIVE = ("loss.beta", "loss.noise_std", "optim.weight_decay", "trainer.newton_max_iter")
+NON_NEGATIVE = (
+    "loss.beta",
+    "loss.noise_std",
+    "optim.weight_decay",
+    "trainer.newton_max_iter",
+    "trainer.newton_restarts",
+)
 
 
 def data_schema(name: str) -> type[DataConfig]:

@@ -148,8 +148,9 @@ def evaluate_dense(
     p, the true NLL and KL(p || q) from each.
 
     ``nll_exact`` is the density of the model that samples (decoder preimage by Newton steps),
-    ``nll_estimate`` the paper's eq. 135 at ``z = f(x)``; ``exact_converged`` is the share of
-    samples whose Newton solve reached its tolerance, ``exact_residual_median`` the median
+    averaged (like ``kl_exact``) over the ``exact_converged`` share of samples whose preimage was
+    found; ``nll_estimate`` the paper's eq. 135 at ``z = f(x)``, over all samples;
+    ``exact_residual_median`` is the median
     ``||g(z*) - x||`` and ``reconstruction`` the mean ``||g(f(x)) - x||^2`` (z-scored units).
     """
     rows = data.splits[split]
@@ -164,12 +165,22 @@ def evaluate_dense(
             parts.setdefault(key, []).append(value.cpu())
     out = {key: torch.cat(v) for key, v in parts.items()}
     n = out["nll_exact"].numel()
+    found = out["converged"]
     metrics: dict = {"split": split, "n": n}
-    for kind in ("exact", "estimate"):
-        nll = out[f"nll_{kind}"].double()
-        metrics[f"nll_{kind}"] = nll.mean().item()
-        metrics[f"nll_{kind}_stderr"] = (nll.std() / math.sqrt(n)).item()
-    metrics["exact_converged"] = out["converged"].double().mean().item()
+    true_nll = None
+    if data.true_log_prob is not None:
+        true_nll = -data.true_log_prob(rows.x.double()).double()
+        metrics["true_nll"] = true_nll.mean().item()
+    for kind, mask in (("exact", found), ("estimate", torch.ones_like(found))):
+        nll = out[f"nll_{kind}"].double()[mask]
+        k = max(int(mask.sum()), 1)
+        metrics[f"nll_{kind}"] = nll.mean().item() if mask.any() else math.inf
+        metrics[f"nll_{kind}_stderr"] = (nll.std() / math.sqrt(k)).item() if k > 1 else math.nan
+        if true_nll is not None:
+            gap = nll - true_nll[mask]  # log p - log q per point: its mean is KL(p || q)
+            metrics[f"kl_{kind}"] = gap.mean().item() if mask.any() else math.inf
+            metrics[f"kl_{kind}_stderr"] = (gap.std() / math.sqrt(k)).item() if k > 1 else math.nan
+    metrics["exact_converged"] = found.double().mean().item()
     metrics["exact_residual_median"] = out["residual"].double().median().item()
     metrics["reconstruction"] = out["reconstruction"].double().mean().item()
     if data.particles is not None:
@@ -179,13 +190,6 @@ def evaluate_dense(
             metrics[f"nll_{kind}_without_latent_constant"] = metrics[
                 f"nll_{kind}"
             ] - 0.5 * dims * math.log(2 * math.pi)
-    if data.true_log_prob is not None:
-        true_nll = -data.true_log_prob(rows.x.double()).double()
-        metrics["true_nll"] = true_nll.mean().item()
-        for kind in ("exact", "estimate"):
-            gap = out[f"nll_{kind}"].double() - true_nll  # log p - log q: mean is KL(p || q)
-            metrics[f"kl_{kind}"] = gap.mean().item()
-            metrics[f"kl_{kind}_stderr"] = (gap.std() / math.sqrt(n)).item()
     return metrics
 
 

@@ -10,6 +10,8 @@ network, and are not standardised.
 
 from __future__ import annotations
 
+import math
+
 import lightning as L
 import torch
 from torch import Tensor
@@ -151,13 +153,20 @@ class FFFModule(SavesClassPath, L.LightningModule):
 
         Returns:
             ``nll_exact`` (the density of the model that samples, at the decoder's preimage
-            ``z*`` of x), ``nll_estimate`` (paper eq. 135, at ``z = f(x)``), ``converged``
-            (Newton reached its tolerance), ``residual`` ``||g(z*) - x||`` and
-            ``reconstruction`` ``||g(f(x)) - x||^2`` (both in z-scored data units).
+            ``z*`` of x; NaN where none was found), ``nll_estimate`` (paper eq. 135, at
+            ``z = f(x)``), ``converged`` (Newton reached its tolerance), ``residual``
+            ``||g(z*) - x||`` and ``reconstruction`` ``||g(f(x)) - x||^2`` (both in z-scored
+            data units).
         """
         x, c = self._unpack(batch)
         t = self.config.trainer
-        res = self.flow.invert(x, c, chunk_size=t.jacobian_chunk, max_iter=t.newton_max_iter)
+        res = self.flow.invert(
+            x,
+            c,
+            chunk_size=t.jacobian_chunk,
+            max_iter=t.newton_max_iter,
+            restarts=t.newton_restarts,
+        )
         return {
             "nll_exact": -res.log_prob + self.log_scale,
             "nll_estimate": -res.log_prob_estimate + self.log_scale,
@@ -169,9 +178,15 @@ class FFFModule(SavesClassPath, L.LightningModule):
     def _eval_step(self, batch, prefix: str) -> None:
         out = self.evaluate(batch)
         n = out["nll_exact"].shape[0]
+        # the exact NLL averages over the samples whose preimage was found (inf if none was)
+        found = out["converged"]
+        n_found = int(found.sum())
+        nll_exact = (
+            out["nll_exact"][found].mean() if n_found else out["nll_exact"].new_tensor(math.inf)
+        )
+        self.log(f"{prefix}/nll_exact", nll_exact, batch_size=max(n_found, 1), sync_dist=True)
         self.log_dict(
             {
-                f"{prefix}/nll_exact": out["nll_exact"].mean(),
                 f"{prefix}/nll_estimate": out["nll_estimate"].mean(),
                 f"{prefix}/exact_converged": out["converged"].float().mean(),
                 f"{prefix}/reconstruction": out["reconstruction"].mean(),
@@ -180,12 +195,13 @@ class FFFModule(SavesClassPath, L.LightningModule):
             batch_size=n,
             sync_dist=True,
         )
+        exact = self.config.trainer.select_on == "exact"
         self.log(
             f"{prefix}_nll",
-            out[f"nll_{self.config.trainer.select_on}"].mean(),
+            nll_exact if exact else out["nll_estimate"].mean(),
             prog_bar=True,
             logger=False,
-            batch_size=n,
+            batch_size=max(n_found, 1) if exact else n,
             sync_dist=True,
         )
 
@@ -229,7 +245,13 @@ class FFFModule(SavesClassPath, L.LightningModule):
         x = self.standardize_x(x)
         t = self.config.trainer  # jacobian_chunk bounds memory for large particle systems
         if exact:
-            lp = self.flow.log_prob(x, c, chunk_size=t.jacobian_chunk, max_iter=t.newton_max_iter)
+            lp = self.flow.log_prob(
+                x,
+                c,
+                chunk_size=t.jacobian_chunk,
+                max_iter=t.newton_max_iter,
+                restarts=t.newton_restarts,
+            )
         else:
             lp = self.flow.log_prob_estimate(x, c, chunk_size=t.jacobian_chunk)
         return lp - self.log_scale
