@@ -134,3 +134,14 @@ def test_gradient_reaches_a_differentiable_input():
         brute_log_abs_det(f, torch.sinh(phi), create_graph=True).sum(), [phi]
     )
     torch.testing.assert_close(got, want)
+
+
+def test_hutchinson_on_the_sphere_has_norm_sqrt_m_and_identity_second_moment():
+    layout = ParticleLayout(3, 2)  # m = 4 degrees of freedom in 6 coordinates
+    like = torch.zeros(20000, 6, dtype=torch.float64)
+    (v,) = hutchinson_vectors(like, layout, 1, torch.Generator().manual_seed(0), sphere=True)
+    torch.testing.assert_close(v.norm(dim=1), torch.full((20000,), 2.0, dtype=torch.float64))
+    assert float(layout.project(v).sub(v).abs().max()) < 1e-12  # on the subspace
+    q = layout.basis.to(torch.float64)
+    second = (v @ q).T @ (v @ q) / v.shape[0]  # E[v v^T] in subspace coordinates
+    torch.testing.assert_close(second, torch.eye(4, dtype=torch.float64), atol=0.03, rtol=0)

@@ -40,3 +40,16 @@ def test_shape_errors():
         ResNet(3)(torch.zeros(2, 3), torch.zeros(2, 1))
     with pytest.raises(ValueError, match="preset"):
         resnet("XL", 3)
+
+
+def test_model_skip_config_builds_a_network_without_the_global_skip():
+    """``model.skip=false``: default initialisation, not the identity at the start."""
+    from molfff.train.config import load_config
+    from molfff.train.module import build_network
+
+    x = torch.randn(8, 2)
+    for skip in (True, False):
+        cfg = load_config("toy2d", [f"model.skip={str(skip).lower()}"])
+        net = build_network(cfg, 2, 0)
+        assert net.skip is skip
+        assert torch.equal(net(x), x) is skip

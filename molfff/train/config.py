@@ -66,6 +66,9 @@ class ModelConfig:
     blocks: int = 4
     pre_layers: int = 1
     activation: str = "silu"
+    # resnet: global skip y = x + W_out h with W_out zero at initialisation (the map starts as the
+    # identity); false: y = W_out h with PyTorch's default initialisation (authors' SBI code)
+    skip: bool = True
     dequantizer_blocks: int = 2
     charge_scale: float = 10.0
     ema_decay: float | None = None
@@ -77,6 +80,9 @@ class LossConfig:
 
     beta: float = 10.0
     hutchinson_samples: int = 1
+    # K = 1 vector uniform on the sphere of radius sqrt(m) (vislearn/FFF's SBI code) instead of
+    # standard normal: same expectation, lower variance in few dimensions
+    hutchinson_sphere: bool = False
     noise_std: float = 0.0
     decoder_jvp: str = "reverse"
 

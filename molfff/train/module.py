@@ -57,6 +57,7 @@ def build_network(
         blocks=m.blocks,
         pre_layers=m.pre_layers,
         activation=m.activation,
+        skip=m.skip,
     )
 
 
@@ -126,6 +127,7 @@ class FFFModule(SavesClassPath, L.LightningModule):
             cfg.beta,
             c,
             hutchinson_samples=cfg.hutchinson_samples,
+            hutchinson_sphere=cfg.hutchinson_sphere,
             noise_std=cfg.noise_std,
             generator=gen,
             decoder_jvp=cfg.decoder_jvp,
