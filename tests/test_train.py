@@ -125,3 +125,18 @@ def test_ctrl_c_reaches_the_caller_and_leaves_the_checkpoint_intact(tmp_path):
     assert signal.getsignal(signal.SIGINT) is handler
     (last,) = tmp_path.glob("toy2d/*/checkpoints/last.ckpt")
     assert read_checkpoint(last)["epoch"] == 0
+
+
+@pytest.mark.parametrize("select_on", ["exact", "estimate"])
+def test_select_on_names_the_validation_nll_of_best_ckpt(tmp_path, select_on):
+    """``trainer.select_on`` picks the monitored NLL; validation skips the Newton solve when the
+    estimate selects, and the test split reports both either way."""
+    cfg = load_config("toy2d", small(tmp_path, epochs=2) + [f"trainer.select_on={select_on}"])
+    result = train(cfg)
+    best = read_checkpoint(result.run_dir / "checkpoints" / "best.ckpt")
+    assert any(f"'monitor': 'val/nll_{select_on}'" in k for k in best["callbacks"])
+    header = next((result.run_dir / "logs").glob("version_*/metrics.csv")).read_text()
+    header = header.splitlines()[0].split(",")
+    assert "val/nll_estimate" in header
+    assert ("val/nll_exact" in header) == (select_on == "exact")
+    assert math.isfinite(result.metrics["nll_exact"]) and "nll_estimate" in result.metrics
