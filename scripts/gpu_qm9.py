@@ -5,9 +5,11 @@
     python scripts/gpu_qm9.py --device cpu --minutes 0.2 --fast   # a dry run without a GPU
 
 Prints steps/s, molecules/s, peak GPU memory (``torch.cuda.max_memory_allocated``), the
-validation NLL curve (``val/nll_given_n``, the best-checkpoint metric, and ``val/nll`` with
-``-log p(n)``, per validation, from the run's CSV logs) and the metrics of
-``--samples`` sampled molecules. Refuses to run without CUDA unless ``--device cpu`` is given.
+validation NLL curve (per validation, from the run's CSV logs: ``val/nll_given_n_exact`` and
+``val/nll_given_n_estimate`` without ``-log p(n)``, one of them the best-checkpoint metric,
+``val/nll_exact`` with it, the share of converged Newton solves ``val/exact_converged``) and the
+metrics of ``--samples`` sampled molecules. Refuses to run without CUDA unless ``--device cpu`` is
+given.
 """
 
 from __future__ import annotations
@@ -116,15 +118,21 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         print(f"peak GPU memory: {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB")
     curves = read_curves(result.run_dir)
-    full = dict(curves.get("val/nll", []))
+    column = {
+        key: dict(curves.get(key, []))
+        for key in ("val/nll_given_n_estimate", "val/nll_exact", "val/exact_converged")
+    }
     outside = dict(curves.get("val/n_size_outside_support", []))
     print(
-        "validation NLL curve, nats per molecule (step, val/nll_given_n without -log p(n), "
-        "val/nll with it over the molecules p(n) supports, molecules left out):"
+        "validation NLL curve, nats per molecule (step; without -log p(n): exact, paper "
+        "estimate; exact with -log p(n) over the molecules p(n) supports; % Newton solves "
+        f"converged; molecules left out); best.ckpt by val/nll_given_n_{config.trainer.select_on}:"
     )
-    for step, given_n in curves.get("val/nll_given_n", []):
+    nan = float("nan")
+    for step, exact in curves.get("val/nll_given_n_exact", []):
+        estimate, full, converged = (column[k].get(step, nan) for k in column)
         print(
-            f"  {step:>8} {given_n:10.3f} {full.get(step, float('nan')):10.3f} "
+            f"  {step:>8} {exact:10.3f} {estimate:10.3f} {full:10.3f} {100 * converged:6.1f} "
             f"{int(outside.get(step, 0)):6d}"
         )
     from molfff.train.runs import load_model

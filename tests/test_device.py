@@ -5,6 +5,7 @@ and the molecule training step and evaluation.
 """
 
 import importlib.util
+import math
 
 import pytest
 import torch
@@ -30,7 +31,10 @@ def test_molecule_flow_samples_scores_and_trains_on_device(device):
     mol = flow.sample(6, g)
     assert mol.pos.device.type == device.type and mol.batch.device.type == device.type
     out = flow.nll(mol, g, chunk_size=8)
-    assert out["nll"].device.type == device.type and torch.isfinite(out["nll"]).all()
+    for key in ("nll_exact", "nll_estimate", "converged", "residual", "reconstruction"):
+        assert out[key].device.type == device.type, key
+    assert torch.isfinite(out["nll_exact"]).all() and torch.isfinite(out["nll_estimate"]).all()
+    assert out["converged"].all()  # an untrained flow is near the identity: Newton converges
     terms = flow.loss(mol, 10.0, g)
     terms["loss"].mean().backward()
     grads = [p.grad for p in flow.parameters() if p.grad is not None]
@@ -66,3 +70,5 @@ def test_qm9_evaluation_runs_where_the_module_is(device):
     module = task.new_module(config).to(device)
     metrics = task.evaluate(module, "test", config)
     assert metrics["n"] == 8 and metrics["samples/n_molecules"] == 4
+    assert metrics["exact_converged"] == 1.0
+    assert all(math.isfinite(metrics[f"nll_given_n_{k}"]) for k in ("exact", "estimate"))

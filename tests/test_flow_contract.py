@@ -381,7 +381,14 @@ def test_molecule_flow_round_trip_and_former_checkpoint_keys():
         with torch.no_grad():
             nll = m.nll(mol, torch.Generator().manual_seed(0), chunk_size=5)
             drawn = m.sample(4, torch.Generator().manual_seed(1))
-        return [nll["nll"], nll["reconstruction"], drawn.pos, drawn.one_hot, drawn.charge]
+        return [
+            nll["nll_exact"],
+            nll["nll_estimate"],
+            nll["reconstruction"],
+            drawn.pos,
+            drawn.one_hot,
+            drawn.charge,
+        ]
 
     want = outputs(model)
     for state in (model.state_dict(), former):
@@ -402,6 +409,76 @@ def test_molecule_nll_is_the_free_form_flow_density_plus_size_and_dequantization
     with torch.no_grad():
         out = model.nll(mol, torch.Generator().manual_seed(0))
         x, log_q, layout = model.dequantize(mol, torch.Generator().manual_seed(0))
-        log_p = model.flow.log_prob(x, layout=layout)
+        exact = model.flow.log_prob(x, layout=layout)
+        estimate = model.flow.log_prob_estimate(x, layout=layout)
     log_p_n = model.log_p_n[torch.tensor(SIZES)]
-    torch.testing.assert_close(out["nll"], -log_p + log_q - log_p_n, rtol=0, atol=1e-12)
+    for kind, log_p in (("exact", exact), ("estimate", estimate)):
+        torch.testing.assert_close(out[f"nll_given_n_{kind}"], -log_p + log_q, rtol=0, atol=1e-12)
+        torch.testing.assert_close(out[f"nll_{kind}"], -log_p + log_q - log_p_n, rtol=0, atol=1e-12)
+    assert out["converged"].all()
+    with torch.no_grad():
+        recon = model.flow.reconstruction(x, layout=layout)
+    torch.testing.assert_close(out["reconstruction"], recon, rtol=1e-10, atol=1e-14)
+
+
+def _preimage_by_scipy(decode, x: Tensor, basis: Tensor) -> Tensor:
+    """``z*`` with ``decode(z*) = x`` by MINPACK's hybrid method (scipy) on the coordinates of
+    the molecule's subspace, from ``z = x``: independent of molfff's Newton solver."""
+    from scipy.optimize import root
+
+    def residual(y):
+        z = (basis @ torch.from_numpy(y)).reshape(x.shape)
+        with torch.no_grad():
+            return (basis.T @ (decode(z) - x).reshape(-1)).numpy()
+
+    y0 = (basis.T @ x.reshape(-1)).numpy()
+    # the caller checks the residual: MINPACK may report that a tiny xtol cannot be reached
+    sol = root(residual, y0, method="hybr", options={"xtol": 1e-13})
+    return (basis @ torch.from_numpy(sol.x)).reshape(x.shape)
+
+
+def test_molecule_exact_nll_is_the_decoder_density_at_the_preimage():
+    """With an encoder that does not invert the decoder, the exact NLL given n is
+    ``-log p_Z(z*) + log|det Q^T J_g(z*) Q| + log q(v | h)`` at the preimage ``g(z*) = x`` found
+    by scipy, Jacobian by autograd on a basis built without the layouts; the paper's estimate
+    differs from it, and perturbing the encoder moves the estimate but not the exact NLL."""
+    model, mol = _molecule_flow(0), _molecules()
+    _perturb(model, seed=1)
+    with torch.no_grad():
+        out = model.nll(mol, torch.Generator().manual_seed(0))
+        x, log_q, _ = model.dequantize(mol, torch.Generator().manual_seed(0))
+    assert out["converged"].all() and float(out["residual"].max()) < 1e-10
+    assert float(out["reconstruction"].min()) > 1e-3  # f is not g's inverse here
+    want = []
+    for b, n in enumerate(SIZES):
+        rows = x[mol.batch == b]
+        one = GraphLayout(torch.zeros(n, dtype=torch.long), 1, pos_dim=3)
+
+        def decode(z, one=one):
+            return model.flow.decode(z, layout=one)
+
+        basis = _subspace_basis(n, 3, rows.shape[1] - 3)
+        z_star = _preimage_by_scipy(decode, rows, basis)
+        with torch.no_grad():
+            assert float((decode(z_star) - rows).abs().max()) < 1e-10
+        jac = torch.autograd.functional.jacobian(
+            lambda t, d=decode, r=rows: d(t.reshape(r.shape)).reshape(-1), z_star.reshape(-1)
+        )
+        log_det = torch.linalg.slogdet(basis.T @ jac @ basis).logabsdet
+        m = basis.shape[1]
+        log_p_z = -0.5 * (z_star**2).sum() - 0.5 * m * math.log(2 * math.pi)
+        want.append(-log_p_z + log_det + log_q[b])
+    want = torch.stack(want)
+    torch.testing.assert_close(out["nll_given_n_exact"], want, rtol=1e-9, atol=1e-9)
+    gap = (out["nll_given_n_estimate"] - want).abs()
+    assert float(gap.min()) > 1e-3, gap  # the estimate is another point's density
+
+    g = torch.Generator().manual_seed(9)
+    with torch.no_grad():
+        for p in model.flow.encoder.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+        moved = model.nll(mol, torch.Generator().manual_seed(0))
+    assert moved["converged"].all()
+    torch.testing.assert_close(moved["nll_given_n_exact"], want, rtol=1e-9, atol=1e-9)
+    shift = (moved["nll_given_n_estimate"] - out["nll_given_n_estimate"]).abs()
+    assert float(shift.min()) > 1e-4, shift

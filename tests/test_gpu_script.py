@@ -39,5 +39,6 @@ def test_cpu_dry_run(tmp_path, capsys):
     assert gpu_qm9.main(argv) == 0
     out = capsys.readouterr().out
     assert "steps/s" in out and "molecules/s" in out and "validation NLL curve" in out
+    assert "best.ckpt by val/nll_given_n_" in out
     assert "molecule_stability" in out
     assert sys.modules.get("molfff") is not None

@@ -44,7 +44,9 @@ def test_nll_is_invariant_to_rotation_reflection_translation():
     moved = MoleculeBatch(mol.pos @ q.T, mol.one_hot, mol.charge, mol.batch, 2)
     a = flow.nll(mol, torch.Generator().manual_seed(3))
     b = flow.nll(moved, torch.Generator().manual_seed(3))
-    torch.testing.assert_close(a["nll"], b["nll"], rtol=0, atol=1e-8)
+    for key in ("nll_exact", "nll_estimate", "residual", "reconstruction"):
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-8, msg=key)
+    assert a["converged"].all() and b["converged"].all()
     # dims: (n-1)·3 positions + n·(K+1) features
     want = torch.tensor([4 * 3 + 5 * 6, 2 * 3 + 3 * 6], dtype=torch.float64)
     torch.testing.assert_close(a["dims"], want)
@@ -53,10 +55,11 @@ def test_nll_is_invariant_to_rotation_reflection_translation():
 def test_nll_adds_size_and_dequantization_terms():
     flow, mol = _flow(), _toy_batch()
     out = flow.nll(mol, torch.Generator().manual_seed(3))
-    torch.testing.assert_close(
-        out["nll"] - out["nll_given_n"], -torch.log(torch.tensor([0.5, 0.2], dtype=torch.float64))
-    )
-    assert torch.isfinite(out["nll"]).all()
+    size = -torch.log(torch.tensor([0.5, 0.2], dtype=torch.float64))
+    for kind in ("exact", "estimate"):
+        torch.testing.assert_close(out[f"nll_{kind}"] - out[f"nll_given_n_{kind}"], size)
+        assert torch.isfinite(out[f"nll_{kind}"]).all()
+    assert not out["nll_exact"].requires_grad  # the Newton solve is not differentiated
 
 
 def test_loss_trains_every_part():
@@ -85,6 +88,7 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
 
     from molfff.cli import main
     from molfff.molecules.io import read_xyz
+    from molfff.train.config import load_config
 
     monkeypatch.chdir(tmp_path)
     overrides = [
@@ -99,11 +103,15 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
     (grid,) = (tmp_path / "runs").glob("qm9/*/samples.png")
     assert f"figure: {grid.relative_to(tmp_path)}" in out
     assert Image.open(grid).size == (8 * 220, 4 * 220 + 36)  # 32 molecules, a title band
-    assert "test NLL (dequantization bound, nats per molecule)" in out
+    assert "test NLL, exact (the density of the model that samples" in out
+    assert "test NLL, paper estimate (eq. 135, at z = f(x)), dequantization bound" in out
     assert "molecule stability" in out
-    assert "test NLL given n (dequantization bound, nats per molecule, without -log p(n)" in out
+    for kind in ("exact", "estimate"):
+        assert f"test NLL given n, {kind} (dequantization bound, nats per molecule, without" in out
+    assert "% converged, median residual" in out
     best = torch.load(grid.parent / "checkpoints" / "best.ckpt", weights_only=False)
-    assert any("'monitor': 'val/nll_given_n'" in key for key in best["callbacks"])
+    monitor = f"'monitor': 'val/nll_given_n_{load_config('qm9').trainer.select_on}'"
+    assert any(monitor in key for key in best["callbacks"])
     assert "ms per molecule" in out
     assert main(["sample", "--n", "7"]) == 0
     captured = capsys.readouterr()
@@ -145,13 +153,34 @@ def test_nll_metrics_leave_out_sizes_outside_p_n_and_count_them():
 
     given_n = torch.tensor([10.0, 12.0, 20.0, 30.0], dtype=torch.float64)
     log_p_n = torch.tensor([-1.0, -2.0, -math.inf, -1.0], dtype=torch.float64)
-    m = nll_metrics(given_n - log_p_n, given_n, log_p_n.isfinite())
+    out = {
+        "nll_exact": given_n - log_p_n,
+        "nll_given_n_exact": given_n,
+        "nll_estimate": given_n - 2 - log_p_n,
+        "nll_given_n_estimate": given_n - 2,
+        "converged": torch.tensor([True, True, False, True]),
+        "residual": torch.tensor([1e-9, 3e-9, 0.5, 2e-9], dtype=torch.float64),
+        "reconstruction": torch.tensor([0.1, 0.2, 0.3, 0.6], dtype=torch.float64),
+    }
+    m = nll_metrics(out, log_p_n.isfinite())
     assert (m["n"], m["n_nll"], m["n_size_outside_support"]) == (4, 3, 1)
-    assert m["nll"] == pytest.approx((11 + 14 + 31) / 3, abs=1e-12)
-    assert m["nll_stderr"] == pytest.approx(torch.tensor([11.0, 14, 31]).std().item() / 3**0.5)
-    assert m["nll_given_n"] == pytest.approx(18.0, abs=1e-12)
-    none = nll_metrics(given_n + math.inf, given_n, torch.zeros(4, dtype=torch.bool))
-    assert math.isnan(none["nll"]) and none["n_size_outside_support"] == 4
+    assert m["nll_exact"] == pytest.approx((11 + 14 + 31) / 3, abs=1e-12)
+    assert m["nll_estimate"] == pytest.approx((9 + 12 + 29) / 3, abs=1e-12)
+    want_err = torch.tensor([11.0, 14, 31]).std().item() / 3**0.5
+    assert m["nll_exact_stderr"] == pytest.approx(want_err)
+    assert m["nll_estimate_stderr"] == pytest.approx(want_err)
+    assert m["nll_given_n_exact"] == pytest.approx(18.0, abs=1e-12)
+    assert m["nll_given_n_estimate"] == pytest.approx(16.0, abs=1e-12)
+    assert m["nll_given_n_exact_stderr"] == pytest.approx(given_n.std().item() / 2)
+    assert m["exact_converged"] == pytest.approx(0.75)
+    assert m["exact_residual_median"] == pytest.approx(2e-9)  # torch: the lower of the middle two
+    assert m["reconstruction"] == pytest.approx(0.3)
+    none = nll_metrics(
+        {**out, "nll_exact": given_n + math.inf, "nll_estimate": given_n + math.inf},
+        torch.zeros(4, dtype=torch.bool),
+    )
+    assert math.isnan(none["nll_exact"]) and math.isnan(none["nll_estimate"])
+    assert none["n_size_outside_support"] == 4
 
 
 @needs_qm9
@@ -171,7 +200,8 @@ def test_small_cap_gives_finite_nlls_and_counts_the_sizes_left_out():
     assert 0 < outside < 8  # the seeded subsets have both kinds
     torch.manual_seed(0)
     module = task.new_module(config)
-    assert MoleculeModule.checkpoint_monitor == "val/nll_given_n"
+    assert isinstance(module, MoleculeModule)
+    assert module.checkpoint_monitor == f"val/nll_given_n_{config.trainer.select_on}"
 
     logged = {}
     module.log = lambda name, value, **kw: logged.update({name: (float(value), kw)})
@@ -181,11 +211,16 @@ def test_small_cap_gives_finite_nlls_and_counts_the_sizes_left_out():
         module.validation_step(batch, 0)
     assert logged["val/n_size_outside_support"][0] == outside
     assert logged["val/n_size_outside_support"][1]["reduce_fx"] == "sum"
-    assert logged["val/nll"][1]["batch_size"] == 8 - outside
-    assert math.isfinite(logged["val/nll"][0]) and math.isfinite(logged["val/nll_given_n"][0])
-
+    assert 0 <= logged["val/exact_converged"][0] <= 1
     m = task.evaluate(module, "val", config)  # the same molecules, one batch
     assert (m["n"], m["n_nll"], m["n_size_outside_support"]) == (8, 8 - outside, outside)
-    assert m["nll_given_n"] == pytest.approx(logged["val/nll_given_n"][0], rel=1e-5)
-    assert m["nll"] == pytest.approx(logged["val/nll"][0], rel=1e-5)
-    assert all(math.isfinite(m[k]) for k in ("nll", "nll_stderr", "nll_given_n"))
+    for kind in ("exact", "estimate"):
+        assert logged[f"val/nll_{kind}"][1]["batch_size"] == 8 - outside
+        for key in (f"nll_{kind}", f"nll_given_n_{kind}"):
+            assert math.isfinite(logged[f"val/{key}"][0])
+            assert m[key] == pytest.approx(logged[f"val/{key}"][0], rel=1e-5), key
+        for key in (f"nll_{kind}_stderr", f"nll_given_n_{kind}_stderr"):
+            assert math.isfinite(m[key]), key
+    assert m["exact_converged"] == pytest.approx(logged["val/exact_converged"][0])
+    assert m["reconstruction"] == pytest.approx(logged["val/reconstruction"][0], rel=1e-5)
+    assert m["exact_residual_median"] >= 0

@@ -10,13 +10,16 @@ decoder are :class:`~molfff.nn.egnn_flow.EGNNFlowNet` s; the batch's
 log-likelihood in nats is the single-sample variational bound (Satorras et al. 2021, "E(n)
 Equivariant Normalizing Flows")
 
-    -log p(x, h, n) <= -log p(n) - log p_Z(f(x)) + log|det J_g(f(x))| + log q(v | x, h),
+    -log p(x, h, n) <= -log p(n) - log p_Z(z*) + log|det J_g(z*)| + log q(v | x, h),
 
-with ``v ~ q``, p(n) the training set's size distribution, p_Z the standard normal on the
-``(n-1)·3 + n·(K+1)`` dimensional subspace (its normalising constant included), and ``J_g`` the
-exact decoder Jacobian on that subspace. Constants included: the latent normaliser, all
-dequantization log-dets and Gaussian normalisers; positions are in Å (a change of length unit
-shifts the NLL by ``(n-1)·3·log(scale)``).
+with ``v ~ q``, ``u = [x, v]`` the node rows and ``z*`` the decoder's preimage, ``g(z*) = u``
+(Newton's method from ``f(u)``, :func:`molfff.fff.inverse.invert_decoder`), p(n) the training
+set's size distribution, p_Z the standard normal on the ``(n-1)·3 + n·(K+1)`` dimensional subspace
+(its normalising constant included), and ``J_g`` the exact decoder Jacobian on that subspace.
+This is the "exact" NLL: the density of ``(x, v)`` under the model that samples. The paper's
+estimate (Draxler et al. 2024, eq. 135) takes ``z = f(u)`` instead of ``z*`` and is reported next
+to it. Constants included: the latent normaliser, all dequantization log-dets and Gaussian
+normalisers; positions are in Å (a change of length unit shifts the NLL by ``(n-1)·3·log(scale)``).
 """
 
 from __future__ import annotations
@@ -61,7 +64,8 @@ class MoleculeFlow(nn.Module):
     See the module docstring for the likelihood. Loss, NLL and sampling are those of
     ``self.flow`` (a :class:`~molfff.fff.FreeFormFlow`) on the batch's
     :class:`~molfff.fff.GraphLayout`, plus the dequantization and size terms. Gradient mode is
-    the caller's: wrap evaluation (:meth:`nll`, :meth:`sample`) in ``torch.no_grad()``.
+    the caller's: wrap :meth:`sample` in ``torch.no_grad()`` for evaluation (:meth:`nll` runs
+    without gradients).
 
     State-dict keys are ``flow.encoder.*``, ``flow.decoder.*``, ``dequantizer.*``, ``log_p_n``;
     checkpoints written before the flow was a :class:`~molfff.fff.FreeFormFlow` (``encoder.*``,
@@ -83,7 +87,7 @@ class MoleculeFlow(nn.Module):
         >>> with torch.no_grad():
         ...     mol = model.sample(4, generator=g)
         ...     out = model.nll(mol, generator=g)
-        >>> mol.pos.shape[1], out["nll"].shape
+        >>> mol.pos.shape[1], out["nll_exact"].shape
         (3, torch.Size([4]))
         >>> model.loss(mol, beta=10.0, generator=g)["loss"].mean().backward()
     """
@@ -169,24 +173,57 @@ class MoleculeFlow(nn.Module):
             "log_q": log_q,
         }
 
+    @torch.no_grad()
     def nll(
         self,
         mol: MoleculeBatch,
         generator: torch.Generator | None = None,
         chunk_size: int | None = 32,
+        *,
+        max_iter: int = 20,
+        tol: float | None = None,
     ) -> dict[str, Tensor]:
-        """Exact single-sample NLL bound per molecule (nats) and its parts, ``(B,)`` each.
+        """Both single-sample NLL bounds per molecule (nats) and how well g was inverted.
+
+        One dequantization draw ``v ~ q(v | x, h)`` and one :meth:`FreeFormFlow.invert
+        <molfff.fff.FreeFormFlow.invert>` of the node rows ``u = [pos, v]``. The term
+        ``log q(v | x, h)`` is the same in both NLLs: they are single-sample variational bounds
+        over the dequantization, and "exact" refers to the flow density of ``(x, v)`` only.
+        Runs without gradients (the Newton solve is not differentiated).
+
+        Args:
+            mol: the molecules.
+            generator: draws the dequantization noise.
+            chunk_size: Jacobian columns per vmap chunk (memory bound).
+            max_iter: Newton steps at most (``trainer.newton_max_iter``).
+            tol: Newton tolerance on the RMS residual per degree of freedom (Å and feature
+                units); :func:`~molfff.fff.inverse.default_tol` of the dtype if None.
 
         Returns:
-            ``nll`` (with ``-log p(n)``), ``nll_given_n``, ``reconstruction`` and ``dims``.
+            ``(B,)`` tensors: ``nll_exact`` and ``nll_estimate`` (with ``-log p(n)``, +inf where
+            p(n) = 0), ``nll_given_n_exact`` and ``nll_given_n_estimate`` (without it);
+            ``nll_*_exact`` use ``-log p_Z(z*) + log|det J_g(z*)|`` with ``g(z*) = u``,
+            ``nll_*_estimate`` the paper's eq. 135 at ``z = f(u)``; ``converged`` (bool: Newton
+            reached ``tol``; else the exact NLL is that of ``g(z*)``), ``residual``
+            ``||g(z*) - u||``, ``reconstruction`` ``||g(f(u)) - u||^2`` and ``dims`` (degrees of
+            freedom per molecule).
+
+        Raises:
+            ValueError: if a molecule is larger than p(n) covers.
         """
         x, log_q, layout = self.dequantize(mol, generator)
-        nll_xv = -self.flow.log_prob(x, layout=layout, chunk_size=chunk_size)
         log_p_n = self.log_p_size(mol.batch, mol.num_graphs)
+        res = self.flow.invert(x, layout=layout, tol=tol, max_iter=max_iter, chunk_size=chunk_size)
+        given_exact = -res.log_prob + log_q
+        given_estimate = -res.log_prob_estimate + log_q
         return {
-            "nll": nll_xv + log_q - log_p_n,
-            "nll_given_n": nll_xv + log_q,
-            "reconstruction": self.flow.reconstruction(x, layout=layout),
+            "nll_exact": given_exact - log_p_n,
+            "nll_estimate": given_estimate - log_p_n,
+            "nll_given_n_exact": given_exact,
+            "nll_given_n_estimate": given_estimate,
+            "converged": res.converged,
+            "residual": res.residual,
+            "reconstruction": res.residual_start**2,
             "dims": layout.dims(x),
         }
 

@@ -1,18 +1,26 @@
 """Training molecule flows: LightningModule, QM9 DataModule, evaluation of samples.
 
-Validation reports the exact per-molecule NLL bound (nats per molecule) of :class:`MoleculeFlow`
-(the exact decoder Jacobian of a molecule costs one JVP per degree of freedom), in two forms:
+Validation reports two single-sample NLL bounds per molecule (nats) of :class:`MoleculeFlow`,
+both with the exact decoder Jacobian (one JVP per degree of freedom):
 
-* ``val/nll_given_n``: ``-log p(x, h | n)``, the bound without the size term, over all molecules.
-  The best checkpoint is chosen by it: p(n) is fitted to the training molecules, not trained, so
-  it cannot change which weights are best.
-* ``val/nll``: the full bound ``-log p(x, h | n) - log p(n)``, averaged over the molecules whose
-  size p(n) supports. With a small ``data.n_train`` some validation/test molecules have a size no
-  training molecule has; their full NLL is +inf. They are counted in ``val/n_size_outside_support``
-  instead of turning the mean into inf.
+* ``exact``: at the decoder's preimage ``z*`` of the dequantized molecule (Newton's method from
+  ``f(x)``, at most ``trainer.newton_max_iter`` steps): the density of the model that samples.
+* ``estimate``: the paper's eq. 135 at ``z = f(x)``; blind to how far ``g(f(x))`` is from ``x``.
 
-Evaluation after training reports the same (``nll``, ``nll_given_n``, ``n_size_outside_support``)
-and adds stability, validity, uniqueness and novelty of sampled molecules and the sampling time per
+Each comes in two forms:
+
+* ``val/nll_given_n_{exact,estimate}``: ``-log p(x, h | n)``, the bound without the size term, over
+  all molecules. The best checkpoint is chosen by ``val/nll_given_n_{trainer.select_on}``: p(n) is
+  fitted to the training molecules, not trained, so it cannot change which weights are best.
+* ``val/nll_{exact,estimate}``: the full bound ``-log p(x, h | n) - log p(n)``, averaged over the
+  molecules whose size p(n) supports. With a small ``data.n_train`` some validation/test
+  molecules have a size no training molecule has; their full NLL is +inf. They are counted in
+  ``val/n_size_outside_support`` instead of turning the mean into inf.
+
+Next to them: ``val/exact_converged`` (share of molecules whose Newton solve reached its
+tolerance; the others' exact NLL is that of ``g(z*)``) and ``val/reconstruction``
+(``||g(f(x)) - x||^2``). Evaluation after training reports the same (:func:`nll_metrics`) and adds
+stability, validity, uniqueness and novelty of sampled molecules and the sampling time per
 molecule.
 """
 
@@ -51,30 +59,39 @@ def _mean_stderr(x: Tensor) -> tuple[float, float]:
     return x.mean().item(), stderr.item()
 
 
-def nll_metrics(nll: Tensor, nll_given_n: Tensor, inside: Tensor) -> dict:
-    """Evaluation NLLs, nats per molecule, from per-molecule values ``(N,)`` each.
+NLL_KINDS = ("exact", "estimate")
+
+
+def nll_metrics(out: dict[str, Tensor], inside: Tensor) -> dict:
+    """Evaluation NLLs, nats per molecule, from the per-molecule values of :meth:`MoleculeFlow.nll
+    <molfff.molecules.flow.MoleculeFlow.nll>` ``(N,)`` over a split.
 
     Args:
-        nll: the full bound, with ``-log p(n)`` (+inf where p(n) = 0).
-        nll_given_n: the bound without ``-log p(n)``.
-        inside: whether p(n) supports each molecule's size.
+        out: ``nll_{exact,estimate}`` (with ``-log p(n)``, +inf where p(n) = 0),
+            ``nll_given_n_{exact,estimate}``, ``converged``, ``residual``, ``reconstruction``.
+        inside: ``(N,)`` bool, whether p(n) supports each molecule's size.
 
     Returns:
-        ``n`` (molecules), ``nll`` and ``nll_stderr`` over the ``n_nll`` molecules inside p(n)'s
-        support (NaN if none), ``n_size_outside_support`` (left out: their full NLL is +inf),
-        ``nll_given_n`` and ``nll_given_n_stderr`` over all molecules.
+        ``n`` (molecules); ``nll_exact``, ``nll_estimate`` and their ``_stderr`` over the ``n_nll``
+        molecules inside p(n)'s support (NaN if none); ``n_size_outside_support`` (left out:
+        their full NLL is +inf); ``nll_given_n_exact``, ``nll_given_n_estimate`` and their
+        ``_stderr`` over all molecules; ``exact_converged`` (share of converged Newton solves),
+        ``exact_residual_median`` (median ``||g(z*) - x||``) and ``reconstruction`` (mean
+        ``||g(f(x)) - x||^2``).
     """
-    full, full_err = _mean_stderr(nll[inside])
-    given, given_err = _mean_stderr(nll_given_n)
-    return {
-        "n": nll.numel(),
-        "nll": full,
-        "nll_stderr": full_err,
-        "n_nll": int(inside.sum()),
-        "n_size_outside_support": int((~inside).sum()),
-        "nll_given_n": given,
-        "nll_given_n_stderr": given_err,
-    }
+    metrics: dict = {"n": inside.numel()}
+    for kind in NLL_KINDS:
+        nll = out[f"nll_{kind}"].double()
+        metrics[f"nll_{kind}"], metrics[f"nll_{kind}_stderr"] = _mean_stderr(nll[inside])
+    metrics["n_nll"] = int(inside.sum())
+    metrics["n_size_outside_support"] = int((~inside).sum())
+    for kind in NLL_KINDS:
+        key = f"nll_given_n_{kind}"
+        metrics[key], metrics[f"{key}_stderr"] = _mean_stderr(out[key].double())
+    metrics["exact_converged"] = out["converged"].double().mean().item()
+    metrics["exact_residual_median"] = out["residual"].double().median().item()
+    metrics["reconstruction"] = out["reconstruction"].double().mean().item()
+    return metrics
 
 
 class MoleculeModule(SavesClassPath, L.LightningModule):
@@ -84,9 +101,6 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
         config: the run configuration as a plain dict (saved in checkpoints).
         node_distribution: p(n) of the training set, ``n_max + 1`` probabilities.
     """
-
-    #: the logged metric that picks the best checkpoint (see the module docstring)
-    checkpoint_monitor = "val/nll_given_n"
 
     def __init__(self, config: dict, node_distribution: list[float]):
         super().__init__()
@@ -101,6 +115,12 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
             dequantizer_blocks=m.dequantizer_blocks,
             charge_scale=m.charge_scale,
         )
+
+    @property
+    def checkpoint_monitor(self) -> str:
+        """The logged metric whose lowest value picks ``best.ckpt``: the NLL given n of
+        ``trainer.select_on`` (see the module docstring)."""
+        return f"val/nll_given_n_{self.config.trainer.select_on}"
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         mol = MoleculeBatch.from_pyg(batch)
@@ -130,15 +150,25 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
     def validation_step(self, batch, batch_idx: int) -> None:
         mol = MoleculeBatch.from_pyg(batch)
         gen = torch.Generator(device=mol.pos.device).manual_seed(batch_idx)
-        out = self.flow.nll(mol, gen, chunk_size=self.config.trainer.jacobian_chunk)
+        t = self.config.trainer
+        out = self.flow.nll(mol, gen, chunk_size=t.jacobian_chunk, max_iter=t.newton_max_iter)
         inside = self.flow.log_p_size(mol.batch, mol.num_graphs).isfinite()
         b = mol.num_graphs
         self.log_dict(
             {
-                "val/nll_given_n": out["nll_given_n"].mean(),
+                "val/nll_given_n_exact": out["nll_given_n_exact"].mean(),
+                "val/nll_given_n_estimate": out["nll_given_n_estimate"].mean(),
+                "val/exact_converged": out["converged"].float().mean(),
                 "val/reconstruction": out["reconstruction"].mean(),
             },
+            batch_size=b,
+            sync_dist=True,
+        )
+        self.log(
+            "val_nll",
+            out[f"nll_given_n_{t.select_on}"].mean(),
             prog_bar=True,
+            logger=False,
             batch_size=b,
             sync_dist=True,
         )
@@ -150,8 +180,10 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
             batch_size=b,
         )
         if inside.any():  # the mean over the molecules whose full NLL is finite
-            self.log(
-                "val/nll", out["nll"][inside].mean(), batch_size=int(inside.sum()), sync_dist=True
+            self.log_dict(
+                {f"val/nll_{k}": out[f"nll_{k}"][inside].mean() for k in NLL_KINDS},
+                batch_size=int(inside.sum()),
+                sync_dist=True,
             )
 
     def configure_optimizers(self):
@@ -247,7 +279,8 @@ class QM9Task:
         return MoleculeModule(config.to_dict(), self.node_distribution.tolist())
 
     def evaluate(self, module: MoleculeModule, split: str, config: Config) -> dict:
-        """Exact NLL bound on the split, and metrics of ``evaluation.samples`` samples."""
+        """Both NLL bounds on the split (:func:`nll_metrics`), and metrics of
+        ``evaluation.samples`` samples."""
         from torch_geometric.loader import DataLoader
 
         from molfff.molecules.metrics import evaluate as molecule_metrics
@@ -255,24 +288,22 @@ class QM9Task:
 
         module.eval()
         device = module.device  # evaluation runs where the module is (CPU or GPU)
-        nll, given_n, recon, inside = [], [], [], []
+        t = config.trainer
+        parts: dict[str, list[Tensor]] = {}
         for i, batch in enumerate(DataLoader(self.pyg(split), batch_size=config.data.batch_size)):
             mol = MoleculeBatch.from_pyg(batch.to(device))
-            with torch.no_grad():
-                out = module.flow.nll(
-                    mol,
-                    torch.Generator(device=device).manual_seed(i),
-                    chunk_size=config.trainer.jacobian_chunk,
-                )
-                inside.append(module.flow.log_p_size(mol.batch, mol.num_graphs).isfinite().cpu())
-            nll.append(out["nll"].double().cpu())
-            given_n.append(out["nll_given_n"].double().cpu())
-            recon.append(out["reconstruction"].double().cpu())
-        metrics = {
-            "split": split,
-            **nll_metrics(torch.cat(nll), torch.cat(given_n), torch.cat(inside)),
-        }
-        metrics["reconstruction"] = torch.cat(recon).mean().item()
+            out = module.flow.nll(
+                mol,
+                torch.Generator(device=device).manual_seed(i),
+                chunk_size=t.jacobian_chunk,
+                max_iter=t.newton_max_iter,
+            )
+            out["inside"] = module.flow.log_p_size(mol.batch, mol.num_graphs).isfinite()
+            for key, value in out.items():
+                parts.setdefault(key, []).append(value.cpu())
+        out = {key: torch.cat(values) for key, values in parts.items()}
+        inside = out.pop("inside")
+        metrics = {"split": split, **nll_metrics(out, inside)}
         n = config.evaluation.samples
         if n > 0:
             molecules, seconds = sample_molecules(module.flow, n, seed=config.seed)
