@@ -165,9 +165,17 @@ def load_qm9(split: str | None = None, cache: Path | None = None) -> MoleculeSet
     """
     if split is not None and split not in SPLIT_SIZES:
         raise ValueError(f"split must be one of {sorted(SPLIT_SIZES)} or None, got {split!r}")
-    src = qm9pack_data_dir()
     path = (cache or cache_dir()) / f"qm9pack_v{CACHE_VERSION}.npz"
-    source = _source_signature(src)
+    try:
+        src = qm9pack_data_dir()
+        source = _source_signature(src)
+    except UserError:
+        # no qm9pack here (e.g. a cluster node without the package index): a complete cache
+        # processed on another machine and copied into the cache folder serves as it is
+        mols = _read_cache(path, None)
+        if mols is None:
+            raise
+        return mols if split is None else mols.subset(split_indices()[split])
     mols = _read_cache(path, source)
     if mols is None:
         mols = _parse_qm9pack(src)
@@ -195,13 +203,15 @@ def _source_signature(src: Path) -> str:
     return ";".join(f"{p}:{(src / p).stat().st_size}" for p in _PARTS)
 
 
-def _read_cache(path: Path, source: str) -> MoleculeSet | None:
-    """The cached set if it is complete and was made from these source files, else ``None``."""
+def _read_cache(path: Path, source: str | None) -> MoleculeSet | None:
+    """The cached set if it is complete and was made from these source files (any source files
+    when ``source`` is None), else ``None``."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as f:
-            if int(f["version"]) != CACHE_VERSION or str(f["source"]) != source:
+            stale = source is not None and str(f["source"]) != source
+            if int(f["version"]) != CACHE_VERSION or stale:
                 return None
             mols = MoleculeSet(f["charges"], f["pos"], f["ptr"], f["smiles"])
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
