@@ -162,7 +162,9 @@ def run_fff(task: str, budget: int, splits: dict[str, Split], args) -> tuple[dic
     result = train(config, progress=False, callbacks=[timer], task=dense_task)
     scores = {k: result.metrics[f"c2st/obs{k}"] for k in range(1, args.observations + 1)}
     print(
-        f"  fff: {result.metrics['epochs']} epochs, test NLL {result.metrics['nll']:.3f}, "
+        f"  fff: {result.metrics['epochs']} epochs, test NLL (paper estimate) "
+        f"{result.metrics['nll_estimate']:.3f}, exact {result.metrics['nll_exact']:.3f} "
+        f"({100 * result.metrics['exact_converged']:.0f} % of preimages found), "
         f"run folder {result.run_dir}",
         file=sys.stderr,
     )

@@ -131,6 +131,7 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
             cfg.beta,
             gen,
             hutchinson_samples=cfg.hutchinson_samples,
+            hutchinson_sphere=cfg.hutchinson_sphere,
             noise_std=cfg.noise_std,
             decoder_jvp=cfg.decoder_jvp,
         )
