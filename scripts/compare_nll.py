@@ -14,7 +14,10 @@ and seed), prints
 - for SBI runs (``data.name = sbi``), ``ref est`` / ``ref exact``: the NLL of sbibm's reference
   posterior samples under ``q(theta | x_o)``, averaged over observations ``1..--observations``
   (``--reference-samples`` each): the cross-entropy ``E_p[-log q]``, which ranks models like
-  ``KL(p || q)`` does; and ``C2ST`` as the run's ``metrics.json`` recorded it.
+  ``KL(p || q)`` does; ``ref recon/sd``: the RMS of ``g(f(theta)) - theta`` at those samples over
+  the reference posterior's standard deviation (per dimension, then averaged over dimensions and
+  observations); ``recon train/val``: the last logged training and validation reconstruction
+  (z-scored units); and ``C2ST`` as the run's ``metrics.json`` recorded it.
 
 With several runs, it ends with the Spearman rank correlation of each NLL with C2ST (where C2ST is
 known): does the NLL rank the models the way C2ST does?
@@ -101,7 +104,7 @@ def _densities(module, x, c, batch_size: int, repeats: int) -> dict:
 def _reference_nll(module, task: str, observations: int, n_samples: int, batch_size: int) -> dict:
     from molfff.dense.sbi import observation, reference_posterior_samples
 
-    est, exact = [], []
+    est, exact, rel = [], [], []
     param = next(module.parameters())
     for k in range(1, observations + 1):
         theta = reference_posterior_samples(task, k)[:n_samples].to(param)
@@ -109,7 +112,16 @@ def _reference_nll(module, task: str, observations: int, n_samples: int, batch_s
         out = _densities(module, theta, x_o, batch_size, repeats=1)
         est.append(out["nll_estimate"])
         exact.append(out["nll_exact"])
-    return {"ref_nll_estimate": sum(est) / len(est), "ref_nll_exact": sum(exact) / len(exact)}
+        with torch.no_grad():  # reconstruction of the reference samples, raw theta units
+            xs, cs = module.standardize_x(theta), module._standardize_c(x_o)
+            back = module.standardize_x.inverse(module.flow.decode(module.flow.encode(xs, cs), cs))
+        rms = (back - theta).pow(2).mean(0).sqrt()
+        rel.append((rms / theta.std(0)).mean().item())
+    return {
+        "ref_nll_estimate": sum(est) / len(est),
+        "ref_nll_exact": sum(exact) / len(exact),
+        "ref_recon_rel": sum(rel) / len(rel),
+    }
 
 
 def evaluate_run(path: Path, args) -> dict:
@@ -135,6 +147,17 @@ def evaluate_run(path: Path, args) -> dict:
                 args.batch_size,
             )
         )
+    curves = sorted((ckpt.parent.parent / "logs").glob("version_*/metrics.csv"))
+    if curves:
+        import csv
+
+        last: dict[str, float] = {}
+        with curves[-1].open(newline="") as f:
+            for r in csv.DictReader(f):
+                for key in ("train/reconstruction", "val/reconstruction"):
+                    if r.get(key):
+                        last[key] = float(r[key])
+        row.update({f"last_{k.replace('/', '_')}": v for k, v in last.items()})
     metrics = ckpt.parent.parent / "metrics.json"
     if metrics.is_file():
         row["c2st"] = json.loads(metrics.read_text()).get("c2st")
@@ -174,7 +197,15 @@ def main(argv: list[str] | None = None) -> int:
             f"({r['seconds_exact'] / r['seconds_estimate']:.1f}x)"
         )
         if "ref_nll_exact" in r:
-            line += f"  ref est {r['ref_nll_estimate']:.4f}  ref exact {r['ref_nll_exact']:.4f}"
+            line += (
+                f"  ref est {r['ref_nll_estimate']:.4f}  ref exact {r['ref_nll_exact']:.4f}"
+                f"  ref recon/sd {r['ref_recon_rel']:.3f}"
+            )
+        if "last_val_reconstruction" in r:
+            line += (
+                f"  recon train/val {r.get('last_train_reconstruction', math.nan):.3g}/"
+                f"{r['last_val_reconstruction']:.3g}"
+            )
         if r.get("c2st") is not None:
             line += f"  C2ST {r['c2st']:.3f}"
         print(line, flush=True)
