@@ -18,3 +18,15 @@ def test_cache_is_used_when_qm9pack_is_missing(monkeypatch, tmp_path):
     assert (again.charges == full.subset(qm9.split_indices()["valid"]).charges).all()
     with pytest.raises(UserError, match="qm9pack"):  # no cache there: the clear message
         qm9.load_qm9(cache=tmp_path)
+
+
+def test_molecule_figure_is_skipped_where_rdkit_drawing_cannot_load(monkeypatch, tmp_path, capsys):
+    """A GPU node without libXrender: the run keeps its results, the figure is skipped."""
+    import sys
+
+    from molfff.train.molecules import QM9Task
+
+    monkeypatch.setitem(sys.modules, "rdkit.Chem.Draw", None)  # import raises ImportError
+    task = QM9Task.__new__(QM9Task)
+    assert task.plot(None, tmp_path) == []
+    assert "samples.png skipped" in capsys.readouterr().err

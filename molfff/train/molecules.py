@@ -316,8 +316,16 @@ class QM9Task:
 
     def plot(self, module: MoleculeModule, run_dir: Path) -> list[Path]:
         """``samples.png``: a grid of sampled molecules, titled with the training step of the
-        weights drawn (the best checkpoint's, else the module's)."""
-        from molfff.molecules.grid import GRID_MOLECULES, write_grid
+        weights drawn (the best checkpoint's, else the module's). Skipped, with a note on
+        stderr, where RDKit's drawing cannot load (no RDKit, or a headless node without the X
+        rendering libraries it links): the figure must not cost the run's results."""
+        try:
+            from rdkit.Chem import Draw  # noqa: F401  (fails on nodes without libXrender)
+
+            from molfff.molecules.grid import GRID_MOLECULES, write_grid
+        except (ImportError, OSError) as err:
+            print(f"samples.png skipped: RDKit drawing unavailable ({err})", file=sys.stderr)
+            return []
         from molfff.train.checkpoint import read_checkpoint
 
         best = Path(run_dir) / "checkpoints" / "best.ckpt"

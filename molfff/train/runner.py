@@ -232,7 +232,8 @@ def train(
     best = run_dir / "checkpoints" / "best.ckpt"
     if best.is_file():
         module.load_state_dict(read_checkpoint(best)["state_dict"])
-    module = module.cpu()
+    # evaluate where training ran (one device on rank 0; the CPU when that is where it ran)
+    module = module.to(trainer.strategy.root_device)
     metrics = task.evaluate(module, "test", config)
     metrics.update(
         {
