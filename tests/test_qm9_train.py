@@ -108,7 +108,7 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
     assert "molecule stability" in out
     for kind in ("exact", "estimate"):
         assert f"test NLL given n, {kind} (dequantization bound, nats per molecule, without" in out
-    assert "% converged, median residual" in out
+    assert "% converged (the exact NLL and KL average over these), median residual" in out
     best = torch.load(grid.parent / "checkpoints" / "best.ckpt", weights_only=False)
     monitor = f"'monitor': 'val/nll_given_n_{load_config('qm9').trainer.select_on}'"
     assert any(monitor in key for key in best["callbacks"])

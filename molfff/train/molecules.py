@@ -18,7 +18,8 @@ Each comes in two forms:
   ``val/n_size_outside_support`` instead of turning the mean into inf.
 
 Next to them: ``val/exact_converged`` (share of molecules whose Newton solve reached its
-tolerance; the others' exact NLL is that of ``g(z*)``) and ``val/reconstruction``
+tolerance; the exact NLLs average over those, since the others have no exact value) and
+``val/reconstruction``
 (``||g(f(x)) - x||^2``). Evaluation after training reports the same (:func:`nll_metrics`) and adds
 stability, validity, uniqueness and novelty of sampled molecules and the sampling time per
 molecule.
@@ -73,21 +74,25 @@ def nll_metrics(out: dict[str, Tensor], inside: Tensor) -> dict:
 
     Returns:
         ``n`` (molecules); ``nll_exact``, ``nll_estimate`` and their ``_stderr`` over the ``n_nll``
-        molecules inside p(n)'s support (NaN if none); ``n_size_outside_support`` (left out:
+        molecules inside p(n)'s support (NaN if none; the exact ones over those of them whose
+        preimage was found, ``exact_converged``); ``n_size_outside_support`` (left out:
         their full NLL is +inf); ``nll_given_n_exact``, ``nll_given_n_estimate`` and their
         ``_stderr`` over all molecules; ``exact_converged`` (share of converged Newton solves),
         ``exact_residual_median`` (median ``||g(z*) - x||``) and ``reconstruction`` (mean
         ``||g(f(x)) - x||^2``).
     """
     metrics: dict = {"n": inside.numel()}
+    found = {"exact": out["converged"], "estimate": torch.ones_like(out["converged"])}
     for kind in NLL_KINDS:
         nll = out[f"nll_{kind}"].double()
-        metrics[f"nll_{kind}"], metrics[f"nll_{kind}_stderr"] = _mean_stderr(nll[inside])
+        metrics[f"nll_{kind}"], metrics[f"nll_{kind}_stderr"] = _mean_stderr(
+            nll[inside & found[kind]]
+        )
     metrics["n_nll"] = int(inside.sum())
     metrics["n_size_outside_support"] = int((~inside).sum())
     for kind in NLL_KINDS:
         key = f"nll_given_n_{kind}"
-        metrics[key], metrics[f"{key}_stderr"] = _mean_stderr(out[key].double())
+        metrics[key], metrics[f"{key}_stderr"] = _mean_stderr(out[key].double()[found[kind]])
     metrics["exact_converged"] = out["converged"].double().mean().item()
     metrics["exact_residual_median"] = out["residual"].double().median().item()
     metrics["reconstruction"] = out["reconstruction"].double().mean().item()
@@ -155,9 +160,16 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
         out = self.flow.nll(mol, gen, chunk_size=t.jacobian_chunk, max_iter=t.newton_max_iter)
         inside = self.flow.log_p_size(mol.batch, mol.num_graphs).isfinite()
         b = mol.num_graphs
+        found = out["converged"]  # the exact NLLs average over the molecules with a preimage
+        n_found = int(found.sum())
+        given_n_exact = (
+            out["nll_given_n_exact"][found].mean()
+            if n_found
+            else out["nll_given_n_exact"].new_tensor(math.inf)
+        )
+        self.log("val/nll_given_n_exact", given_n_exact, batch_size=max(n_found, 1), sync_dist=True)
         self.log_dict(
             {
-                "val/nll_given_n_exact": out["nll_given_n_exact"].mean(),
                 "val/nll_given_n_estimate": out["nll_given_n_estimate"].mean(),
                 "val/exact_converged": out["converged"].float().mean(),
                 "val/reconstruction": out["reconstruction"].mean(),
@@ -167,7 +179,7 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
         )
         self.log(
             "val_nll",
-            out[f"nll_given_n_{t.select_on}"].mean(),
+            given_n_exact if t.select_on == "exact" else out["nll_given_n_estimate"].mean(),
             prog_bar=True,
             logger=False,
             batch_size=b,
@@ -181,9 +193,17 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
             batch_size=b,
         )
         if inside.any():  # the mean over the molecules whose full NLL is finite
-            self.log_dict(
-                {f"val/nll_{k}": out[f"nll_{k}"][inside].mean() for k in NLL_KINDS},
+            self.log(
+                "val/nll_estimate",
+                out["nll_estimate"][inside].mean(),
                 batch_size=int(inside.sum()),
+                sync_dist=True,
+            )
+        if (inside & found).any():
+            self.log(
+                "val/nll_exact",
+                out["nll_exact"][inside & found].mean(),
+                batch_size=int((inside & found).sum()),
                 sync_dist=True,
             )
 
