@@ -26,7 +26,10 @@ def test_molecule_figure_is_skipped_where_rdkit_drawing_cannot_load(monkeypatch,
 
     from molfff.train.molecules import QM9Task
 
+    import rdkit.Chem
+
     monkeypatch.setitem(sys.modules, "rdkit.Chem.Draw", None)  # import raises ImportError
+    monkeypatch.delattr(rdkit.Chem, "Draw", raising=False)  # also once imported elsewhere
     task = QM9Task.__new__(QM9Task)
     assert task.plot(None, tmp_path) == []
     assert "samples.png skipped" in capsys.readouterr().err
