@@ -24,9 +24,9 @@ def test_molecule_figure_is_skipped_where_rdkit_drawing_cannot_load(monkeypatch,
     """A GPU node without libXrender: the run keeps its results, the figure is skipped."""
     import sys
 
-    from molfff.train.molecules import QM9Task
-
     import rdkit.Chem
+
+    from molfff.train.molecules import QM9Task
 
     monkeypatch.setitem(sys.modules, "rdkit.Chem.Draw", None)  # import raises ImportError
     monkeypatch.delattr(rdkit.Chem, "Draw", raising=False)  # also once imported elsewhere
