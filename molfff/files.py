@@ -35,3 +35,17 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_kwargs) -> Iterator[
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def json_safe(value):
+    """``value`` with every non-finite float (inf, nan) replaced by None, recursively, so that
+    ``json.dumps`` writes standard JSON (``null``) that strict parsers (jq, JavaScript) read."""
+    import math
+
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value

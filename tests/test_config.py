@@ -75,3 +75,16 @@ def test_a_task_can_be_named_by_its_class_path():
     assert cfg.data.density == "blobs"
     with pytest.raises(UserError, match="cannot be imported"):
         build_config({"data": {"name": "molfff.train.dense:NoSuchTask"}})
+
+
+def test_exact_nll_settings_are_checked():
+    from molfff.errors import UserError
+    from molfff.train.config import load_config
+
+    for bad, msg in (
+        ("trainer.select_on=foo", "not one of exact, estimate"),
+        ("trainer.newton_max_iter=0", "must be positive"),
+        ("trainer.newton_restarts=-1", "non-negative"),
+    ):
+        with pytest.raises(UserError, match=msg):
+            load_config("toy2d", [bad])

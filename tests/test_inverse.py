@@ -236,3 +236,19 @@ def test_graph_select_keeps_whole_graphs():
     rows, sub = layout.select(t, torch.tensor([True, False, True]))
     assert rows.tolist() == [True, True, False, False, False, True, True]
     assert sub.batch.tolist() == [0, 0, 1, 1] and sub.num_graphs == 2
+
+
+def test_empty_batch_and_gradient_mode_agree_on_missing_preimages():
+    """An empty batch gives empty results; with gradients on, a sample without a preimage is
+    NaN as without them (not the density at the last iterate)."""
+    flow, g, _, z_true = dense_case(seed=7)
+    empty = torch.empty(0, 3, dtype=D64)
+    res = flow.invert(empty)
+    assert res.log_prob.shape == (0,) and res.z.shape == (0, 3)
+    assert flow.log_prob_estimate(empty).shape == (0,)
+    square = FreeFormFlow(Fn(lambda x, c, layout: x), Fn(lambda z, c, layout: z**2 + 1))
+    x = torch.tensor([[0.0], [4.0]], dtype=D64, requires_grad=True)
+    lp = square.log_prob(x)
+    assert math.isnan(lp[0].item()) and math.isfinite(lp[1].item())
+    with torch.no_grad():
+        torch.testing.assert_close(square.log_prob(x), lp.detach(), equal_nan=True)

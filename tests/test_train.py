@@ -155,3 +155,15 @@ def test_exact_density_of_a_trained_toy_model_integrates_to_one(tmp_path):
     assert abs(m["density_integral_exact"] - 1) < 5e-3
     assert abs(m["density_integral_estimate"] - 1) > 0.02
     assert m["kl_exact"] < m["kl_estimate"]
+
+
+def test_metrics_json_is_standard_json():
+    """inf and nan (e.g. no preimage found at all) are written as null, not Infinity/NaN."""
+    from molfff.files import json_safe
+
+    text = json.dumps(json_safe({"a": math.inf, "b": [math.nan, 1.5], "c": {"d": -math.inf}}))
+    assert json.loads(text, parse_constant=lambda c: pytest.fail(c)) == {
+        "a": None,
+        "b": [None, 1.5],
+        "c": {"d": None},
+    }

@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+from molfff.files import json_safe
+
 
 def note(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -22,7 +24,7 @@ def spawned_rank() -> bool:
 
 def print_metrics(metrics: dict, as_json: bool) -> None:
     if as_json:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps(json_safe(metrics), indent=2))
         return
     split = metrics.get("split", "test")
     molecules = "nll_given_n_exact" in metrics

@@ -160,7 +160,8 @@ class FreeFormFlow(nn.Module):
             return result.log_prob
         z = implicit_preimage(self.decoder, x, result.z, layout, c=c, chunk_size=chunk_size)
         log_det = log_abs_det_jacobian(self.decoder, z, layout, c=c, chunk_size=chunk_size)
-        return self.latent.log_prob(z, layout) - log_det
+        value = self.latent.log_prob(z, layout) - log_det
+        return torch.where(result.converged, value, torch.full_like(value, float("nan")))
 
     def log_prob_estimate(
         self,

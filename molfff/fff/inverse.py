@@ -42,7 +42,7 @@ import torch
 from torch import Tensor
 
 from molfff.fff.layout import DenseLayout, Layout
-from molfff.fff.linalg import logabsdet, solve, solve_ex
+from molfff.fff.linalg import logabsdet, solve_ex
 from molfff.fff.logdet import jacobian
 from molfff.fff.network import FlowNetwork
 
@@ -222,12 +222,14 @@ def implicit_preimage(
     Returns a tensor equal to ``z_star`` whose derivatives are ``dz*/dx = J_g^{-1}`` and
     ``dz*/dθ = -J_g^{-1} ∂g/∂θ`` (implicit function theorem), through one decoder call and one
     Jacobian: ``z* - (h - stop_grad(h))`` with ``h = J_g(z*)^{-1} (g(z*) - x)``, ``J_g`` held
-    constant. Exact at a converged ``z*``; call it with gradients enabled.
+    constant. Exact at a converged ``z*`` (where ``J_g(z*)`` is singular, ``h`` is zero and no
+    gradient flows); call it with gradients enabled.
     """
     layout = DenseLayout() if layout is None else layout
     z_star = z_star.detach()
     with torch.no_grad():
         jac = jacobian(decoder, z_star, layout, c=c, chunk_size=chunk_size)
     r = decoder(z_star, c, layout) - x
-    h = layout.from_coordinates(solve(jac, layout.coordinates(r)), z_star)
+    step, ok = solve_ex(jac, layout.coordinates(r))  # singular only where z* is no preimage
+    h = layout.from_coordinates(torch.where(ok.unsqueeze(1), step, torch.zeros_like(step)), z_star)
     return z_star - (h - h.detach())

@@ -137,7 +137,7 @@ class DenseLayout(Layout):
         return t.shape[0]
 
     def sum_per_sample(self, t: Tensor) -> Tensor:
-        return t.reshape(t.shape[0], -1).sum(dim=1)
+        return t.sum(dim=tuple(range(1, t.dim())))  # also for an empty batch
 
     def broadcast(self, s: Tensor, like: Tensor) -> Tensor:
         return s.reshape(-1, *([1] * (like.dim() - 1))).expand_as(like)
@@ -270,7 +270,7 @@ class GraphLayout(Layout):
         return scatter(rows, self.batch, dim=0, dim_size=self.num_graphs, reduce=reduce)
 
     def sum_per_sample(self, t: Tensor) -> Tensor:
-        return self._scatter(t.reshape(t.shape[0], -1).sum(dim=1))
+        return self._scatter(t.sum(dim=tuple(range(1, t.dim()))))
 
     def broadcast(self, s: Tensor, like: Tensor) -> Tensor:
         return s[self.batch].reshape(-1, *([1] * (like.dim() - 1))).expand_as(like)

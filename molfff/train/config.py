@@ -210,6 +210,7 @@ POSITIVE = (
     "optim.lr",
     "trainer.max_epochs",
     "loss.hutchinson_samples",
+    "trainer.newton_max_iter",
     "beta_search.epochs",
     "trainer.eval_batch_size",
     "trainer.jacobian_chunk",
@@ -219,7 +220,6 @@ NON_NEGATIVE = (
     "loss.beta",
     "loss.noise_std",
     "optim.weight_decay",
-    "trainer.newton_max_iter",
     "trainer.newton_restarts",
 )
 

@@ -174,11 +174,11 @@ def evaluate_dense(
     for kind, mask in (("exact", found), ("estimate", torch.ones_like(found))):
         nll = out[f"nll_{kind}"].double()[mask]
         k = max(int(mask.sum()), 1)
-        metrics[f"nll_{kind}"] = nll.mean().item() if mask.any() else math.inf
+        metrics[f"nll_{kind}"] = nll.mean().item() if mask.any() else math.nan
         metrics[f"nll_{kind}_stderr"] = (nll.std() / math.sqrt(k)).item() if k > 1 else math.nan
         if true_nll is not None:
             gap = nll - true_nll[mask]  # log p - log q per point: its mean is KL(p || q)
-            metrics[f"kl_{kind}"] = gap.mean().item() if mask.any() else math.inf
+            metrics[f"kl_{kind}"] = gap.mean().item() if mask.any() else math.nan
             metrics[f"kl_{kind}_stderr"] = (gap.std() / math.sqrt(k)).item() if k > 1 else math.nan
     metrics["exact_converged"] = found.double().mean().item()
     metrics["exact_residual_median"] = out["residual"].double().median().item()

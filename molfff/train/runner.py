@@ -21,6 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
 from molfff.errors import UserError
+from molfff.files import json_safe
 from molfff.train.checkpoint import AtomicCheckpointIO, read_checkpoint, upgrade_checkpoint
 from molfff.train.config import Config, config_from_dict, save_config
 from molfff.train.curves import plot_curves
@@ -245,7 +246,7 @@ def train(
     figures = task.plot(module, run_dir)
     curves = plot_curves(run_dir)
     metrics["figures"] = [str(p) for p in [*figures, *([curves] if curves else [])]]
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (run_dir / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=2))
     finish_wandb(trainer, metrics)
     return TrainResult(run_dir, metrics)
 
