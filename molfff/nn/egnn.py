@@ -155,7 +155,7 @@ class EquivariantBlock(nn.Module):
     ) -> tuple[Tensor, Tensor]:
         """``(N, d), (N, H), (2, E), (E, 1) -> (N, d), (N, H)``."""
         source, target = edge_index
-        diff = pos[target] - pos[source]  # (E, d) x_i - x_j
+        diff = pos.index_select(0, target) - pos.index_select(0, source)  # (E, d) x_i - x_j
         r = (diff**2).sum(dim=-1, keepdim=True)  # (E, 1)
         edge_attr = torch.cat([r, r0], dim=-1)  # (E, 2)
         for gcl in self.gcls:
@@ -252,7 +252,8 @@ class EGNN(nn.Module):
         if self.in_features == 0:
             h = torch.ones_like(pos[:, :1])  # (N, 1), invariant constant
         source, target = edge_index
-        r0 = ((pos[target] - pos[source]) ** 2).sum(dim=-1, keepdim=True)  # (E, 1)
+        diff = pos.index_select(0, target) - pos.index_select(0, source)  # (E, d)
+        r0 = diff.pow(2).sum(dim=-1, keepdim=True)  # (E, 1)
         h = self.embedding(h)
         for block in self.blocks:
             pos, h = block(pos, h, edge_index, r0)
