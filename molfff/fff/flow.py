@@ -226,7 +226,7 @@ class FreeFormFlow(nn.Module):
                 residual=pre.residual,
                 converged=pre.converged,
                 iterations=pre.iterations,
-                residual_start=layout.sum_per_sample((self.decode(z0, c, layout) - x) ** 2).sqrt(),
+                residual_start=pre.residual_start,
             )
 
     def reconstruction(

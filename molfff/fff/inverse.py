@@ -66,6 +66,8 @@ class DecoderPreimage:
         log_det_start: ``log|det J_g(z0)|``, the paper estimate's log-determinant (computed as
             the first Newton iterate's Jacobian).
         residual: ``||g(z*) - x||`` (Euclidean norm over the sample's entries, data units).
+        residual_start: ``||g(z0) - x||``, the same at the start (the reconstruction error the
+            estimate ignores when ``z0 = f(x)``).
         converged: whether ``residual / sqrt(m) <= tol``.
         iterations: Newton steps taken (int64).
     """
@@ -74,6 +76,7 @@ class DecoderPreimage:
     log_det: Tensor
     log_det_start: Tensor
     residual: Tensor
+    residual_start: Tensor
     converged: Tensor
     iterations: Tensor
 
@@ -162,6 +165,7 @@ def _newton(decoder, x, z0, layout, c, tol, max_iter, line_search, chunk_size) -
     z = z0.detach().clone()
     r = decoder(z, c, layout) - x
     norm = _residual_norm(layout, r)
+    norm_start = norm.clone()
     threshold = tol * layout.dims(x).sqrt()
     log_det = torch.full((b,), float("nan"), dtype=x.dtype, device=x.device)
     log_det_start = log_det.clone()
@@ -205,7 +209,9 @@ def _newton(decoder, x, z0, layout, c, tol, max_iter, line_search, chunk_size) -
         still = active.clone()
         still[active] = accepted  # the others converged, stalled or hit a singular Jacobian
         active = still
-    return DecoderPreimage(z, log_det, log_det_start, norm, norm <= threshold, iterations)
+    return DecoderPreimage(
+        z, log_det, log_det_start, norm, norm_start, norm <= threshold, iterations
+    )
 
 
 def implicit_preimage(

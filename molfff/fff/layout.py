@@ -75,12 +75,10 @@ class Layout(ABC):
     def coordinates(self, t: Tensor) -> Tensor:
         """Coordinates of ``t`` in the basis of :meth:`tangent_basis`: ``(B, M)`` (zero-padded)."""
 
+    @abstractmethod
     def from_coordinates(self, coords: Tensor, like: Tensor) -> Tensor:
         """Inverse of :meth:`coordinates`: the tensor shaped like ``like`` with coordinates
         ``coords`` ``(B, M)`` in the basis of :meth:`tangent_basis` (padding entries ignored)."""
-        basis = self.tangent_basis(like)  # (M, *like.shape)
-        coords = coords * self.valid(like).to(coords.dtype)
-        return sum(self.broadcast(coords[:, j], like) * basis[j] for j in range(basis.shape[0]))
 
     @abstractmethod
     def select(self, t: Tensor, keep: Tensor) -> tuple[Tensor, Layout]:
