@@ -56,46 +56,32 @@ def _batches(x, c, size):
 
 
 def _densities(module, x, c, batch_size: int, repeats: int) -> dict:
-    """Both NLLs in original units over ``x`` (and ``c``), with their wall times."""
+    """Both NLLs in original units over ``x`` (and ``c``), with their wall times: the module's
+    own estimate (``log_prob(exact=False)``) and exact evaluation (``evaluate``)."""
     param = next(module.parameters())
     x, c = x.to(param), None if c is None else c.to(param)
-    cfg = module.config.trainer
 
     def estimate():
-        out = []
-        with torch.no_grad():
-            for xb, cb in _batches(x, c, batch_size):
-                xs, cs = module.standardize_x(xb), module._standardize_c(cb)
-                lp = module.flow.log_prob_estimate(xs, cs, chunk_size=cfg.jacobian_chunk)
-                out.append(lp - module.log_scale)
-        return torch.cat(out)
+        return torch.cat(
+            [module.log_prob(xb, cb, exact=False) for xb, cb in _batches(x, c, batch_size)]
+        )
 
     def exact():
-        parts = []
-        for xb, cb in _batches(x, c, batch_size):
-            xs, cs = module.standardize_x(xb), module._standardize_c(cb)
-            res = module.flow.invert(
-                xs,
-                cs,
-                chunk_size=cfg.jacobian_chunk,
-                max_iter=cfg.newton_max_iter,
-                restarts=getattr(cfg, "newton_restarts", 0),
-            )
-            parts.append(res)
-        return parts
+        parts = [
+            module.evaluate([xb] if cb is None else [xb, cb])
+            for xb, cb in _batches(x, c, batch_size)
+        ]
+        return {key: torch.cat([p[key] for p in parts]).double() for key in parts[0]}
 
     lp_est, t_est = _timed(estimate, repeats)
-    parts, t_exact = _timed(exact, repeats)
-    lp_exact = torch.cat([p.log_prob for p in parts]) - module.log_scale
+    out, t_exact = _timed(exact, repeats)
     return {
         "nll_estimate": -lp_est.double().mean().item(),
-        "nll_exact": -lp_exact.double().nanmean().item(),  # over converged samples
-        "exact_converged": torch.cat([p.converged for p in parts]).double().mean().item(),
-        "exact_residual_median": torch.cat([p.residual for p in parts]).double().median().item(),
-        "exact_iterations_mean": torch.cat([p.iterations for p in parts]).double().mean().item(),
-        "reconstruction": (torch.cat([p.residual_start for p in parts]).double() ** 2)
-        .mean()
-        .item(),
+        "nll_exact": out["nll_exact"].nanmean().item(),  # over converged samples
+        "exact_converged": out["converged"].mean().item(),
+        "exact_residual_median": out["residual"].median().item(),
+        "exact_iterations_mean": out["iterations"].mean().item(),
+        "reconstruction": out["reconstruction"].mean().item(),
         "seconds_estimate": t_est,
         "seconds_exact": t_exact,
     }

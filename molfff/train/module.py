@@ -157,8 +157,8 @@ class FFFModule(SavesClassPath, L.LightningModule):
             ``nll_estimate`` (paper eq. 135, at ``z = f(x)``) and ``reconstruction``
             ``||g(f(x)) - x||^2`` (z-scored units); with ``exact`` also ``nll_exact`` (the
             density of the model that samples, at the decoder's preimage ``z*`` of x; NaN where
-            none was found), ``converged`` (Newton reached its tolerance) and ``residual``
-            ``||g(z*) - x||``.
+            none was found), ``converged`` (Newton reached its tolerance), ``residual``
+            ``||g(z*) - x||`` and ``iterations`` (Newton steps).
         """
         x, c = self._unpack(batch)
         t = self.config.trainer
@@ -179,6 +179,7 @@ class FFFModule(SavesClassPath, L.LightningModule):
             "nll_estimate": -res.log_prob_estimate + self.log_scale,
             "converged": res.converged,
             "residual": res.residual,
+            "iterations": res.iterations,
             "reconstruction": res.residual_start**2,
         }
 
