@@ -94,23 +94,20 @@ def solve(a: Tensor, b: Tensor) -> Tensor:
         ValueError: on mismatched shapes.
         torch.linalg.LinAlgError: if a matrix is singular.
     """
-    _check_square(a, "solve")
-    if a.dim() != 3 or b.shape != a.shape[:2]:
-        raise ValueError(
-            f"solve needs a (B, M, M) and b (B, M), got {tuple(a.shape)}, {tuple(b.shape)}"
-        )
-    if not _per_matrix(a):
-        return torch.linalg.solve(a, b)
-    with _one_thread():
-        return torch.stack([torch.linalg.solve(m, r) for m, r in zip(a, b, strict=True)])
+    x, ok = solve_ex(a, b, name="solve")
+    if not bool(ok.all()):
+        bad = int((~ok).nonzero()[0])
+        raise torch.linalg.LinAlgError(f"solve: batch element {bad} is singular")
+    return x
 
 
-def solve_ex(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
+def solve_ex(a: Tensor, b: Tensor, name: str = "solve_ex") -> tuple[Tensor, Tensor]:
     """:func:`solve` that does not raise on singular matrices.
 
     Args:
         a: ``(B, M, M)`` square matrices.
         b: ``(B, M)`` right-hand sides.
+        name: the function named in error messages.
 
     Returns:
         ``(x, ok)``: ``(B, M)`` solutions and a ``(B,)`` bool mask, False where the matrix is
@@ -119,10 +116,10 @@ def solve_ex(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     Raises:
         ValueError: on mismatched shapes.
     """
-    _check_square(a, "solve_ex")
+    _check_square(a, name)
     if a.dim() != 3 or b.shape != a.shape[:2]:
         raise ValueError(
-            f"solve_ex needs a (B, M, M) and b (B, M), got {tuple(a.shape)}, {tuple(b.shape)}"
+            f"{name} needs a (B, M, M) and b (B, M), got {tuple(a.shape)}, {tuple(b.shape)}"
         )
     if not _per_matrix(a):
         x, info = torch.linalg.solve_ex(a, b)
