@@ -204,7 +204,7 @@ class MoleculeFlow(nn.Module):
             p(n) = 0), ``nll_given_n_exact`` and ``nll_given_n_estimate`` (without it);
             ``nll_*_exact`` use ``-log p_Z(z*) + log|det J_g(z*)|`` with ``g(z*) = u``,
             ``nll_*_estimate`` the paper's eq. 135 at ``z = f(u)``; ``converged`` (bool: Newton
-            reached ``tol``; else the exact NLL is that of ``g(z*)``), ``residual``
+            reached ``tol``; else the exact NLLs are NaN), ``residual``
             ``||g(z*) - u||``, ``reconstruction`` ``||g(f(u)) - u||^2`` and ``dims`` (degrees of
             freedom per molecule).
 

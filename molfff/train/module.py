@@ -61,6 +61,17 @@ def build_network(
     )
 
 
+def converged_mean(nll: Tensor, converged: Tensor) -> tuple[Tensor, int]:
+    """Mean exact NLL over the samples whose preimage was found, and the weight to log it with.
+
+    Returns:
+        ``(mean, count)``; ``(inf, 1)`` when none converged, so that such a validation never
+        becomes the best checkpoint.
+    """
+    n = int(converged.sum())
+    return (nll[converged].mean(), n) if n else (nll.new_tensor(math.inf), 1)
+
+
 def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
     """RNG for one training step: a pure function of (seed, step, rank), so resume is exact."""
     g = torch.Generator(device=device)
@@ -200,13 +211,9 @@ class FFFModule(SavesClassPath, L.LightningModule):
         )
         shown, n_shown = out["nll_estimate"].mean(), n
         if exact:
-            # the exact NLL averages over the samples whose preimage was found (inf if none was)
             found = out["converged"]
-            n_found = int(found.sum())
-            nll_exact = (
-                out["nll_exact"][found].mean() if n_found else out["nll_exact"].new_tensor(math.inf)
-            )
-            self.log(f"{prefix}/nll_exact", nll_exact, batch_size=max(n_found, 1), sync_dist=True)
+            nll_exact, n_found = converged_mean(out["nll_exact"], found)
+            self.log(f"{prefix}/nll_exact", nll_exact, batch_size=n_found, sync_dist=True)
             self.log(
                 f"{prefix}/exact_converged",
                 found.float().mean(),
@@ -214,7 +221,7 @@ class FFFModule(SavesClassPath, L.LightningModule):
                 sync_dist=True,
             )
             if self.config.trainer.select_on == "exact":
-                shown, n_shown = nll_exact, max(n_found, 1)
+                shown, n_shown = nll_exact, n_found
         self.log(
             f"{prefix}_nll", shown, prog_bar=True, logger=False, batch_size=n_shown, sync_dist=True
         )

@@ -19,10 +19,9 @@ Each comes in two forms:
 
 Next to them: ``val/exact_converged`` (share of molecules whose Newton solve reached its
 tolerance; the exact NLLs average over those, since the others have no exact value) and
-``val/reconstruction``
-(``||g(f(x)) - x||^2``). Evaluation after training reports the same (:func:`nll_metrics`) and adds
-stability, validity, uniqueness and novelty of sampled molecules and the sampling time per
-molecule.
+``val/reconstruction`` (``||g(f(x)) - x||^2``). Evaluation after training reports the same
+(:func:`nll_metrics`) and adds stability, validity, uniqueness and novelty of sampled molecules
+and the sampling time per molecule.
 """
 
 from __future__ import annotations
@@ -46,7 +45,7 @@ from molfff.molecules.sampling import sample_molecules, sample_stable
 from molfff.train.checkpoint import SavesClassPath
 from molfff.train.config import Config, DataConfig, config_from_dict
 from molfff.train.data import EpochShuffleSampler
-from molfff.train.module import configure_adam, step_generator
+from molfff.train.module import configure_adam, converged_mean, step_generator
 from molfff.train.task import SampleRequest
 
 QM9_TYPES = 5  # H, C, N, O, F
@@ -161,13 +160,8 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
         inside = self.flow.log_p_size(mol.batch, mol.num_graphs).isfinite()
         b = mol.num_graphs
         found = out["converged"]  # the exact NLLs average over the molecules with a preimage
-        n_found = int(found.sum())
-        given_n_exact = (
-            out["nll_given_n_exact"][found].mean()
-            if n_found
-            else out["nll_given_n_exact"].new_tensor(math.inf)
-        )
-        self.log("val/nll_given_n_exact", given_n_exact, batch_size=max(n_found, 1), sync_dist=True)
+        given_n_exact, n_found = converged_mean(out["nll_given_n_exact"], found)
+        self.log("val/nll_given_n_exact", given_n_exact, batch_size=n_found, sync_dist=True)
         self.log_dict(
             {
                 "val/nll_given_n_estimate": out["nll_given_n_estimate"].mean(),
