@@ -153,6 +153,20 @@ def test_flow_net_starts_near_identity():
     assert 0 < float((y[:, :3] - x[:, :3]).detach().abs().max()) < 1e-3
 
 
+def test_flow_net_default_init_and_egnn_options_reach_the_network():
+    torch.manual_seed(2)
+    batch = _batch()
+    net = EGNNFlowNet(2, zero_init=False, normalization_factor=1.0)
+    assert net.net.blocks[0].gcls[0].normalization_factor == 1.0
+    x = _rows(batch)
+    y = net(x, None, GraphLayout(batch))
+    assert float((y[:, 3:] - x[:, 3:]).detach().abs().max()) > 1e-3  # features move at once
+    err = check_equivariance(
+        rows_map(lambda t: net(t, None, GraphLayout(batch))), x[:, :3], x[:, 3:], batch, trials=2
+    )
+    assert err["pos"] < 1e-10 and err["h"] < 1e-10
+
+
 def test_flow_net_equivariance_and_zero_centre_of_mass():
     torch.manual_seed(3)
     batch = _batch()

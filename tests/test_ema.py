@@ -1,5 +1,7 @@
 """EMA of the weights: the average of the steps, used by validation and by loaded checkpoints."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -10,6 +12,7 @@ from molfff.train.checkpoint import read_checkpoint
 from molfff.train.config import load_config
 from molfff.train.runner import train
 from molfff.train.runs import load_model
+from molfff.train.sample_curve import SampleCurve, read_sample_curve
 from molfff.train.tasks import build_task
 from tests.helpers import small
 
@@ -31,7 +34,14 @@ def ema_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("ema")
     cfg = load_config("toy2d", small(root, epochs=2, n_train=1024) + [f"model.ema_decay={DECAY}"])
     record = RecordWeights()
-    return cfg, train(cfg, callbacks=[record]), record.steps
+    curve = SampleCurve(first_weight, 4, root / "curve.jsonl", samples=0)
+    return cfg, train(cfg, callbacks=[record, curve]), record.steps
+
+
+def first_weight(module) -> dict:
+    """A 'score' that reads the weights it was given (checks which weights a curve scores)."""
+    assert not module.training and not torch.is_grad_enabled()
+    return {"w": float(module.flow.encoder.pre[0].weight[0, 0])}
 
 
 def test_checkpoint_holds_the_ema_of_the_steps(ema_run):
@@ -48,6 +58,22 @@ def test_checkpoint_holds_the_ema_of_the_steps(ema_run):
     _, module, _ = load_model(run.run_dir / "checkpoints" / "last.ckpt")
     for key, p in module.named_parameters():  # what `molfff sample` gets
         torch.testing.assert_close(p.detach(), ema[key], msg=key)
+
+
+def test_sample_curve_scores_training_weights_and_their_ema(ema_run):
+    cfg, run, steps = ema_run
+    rows = read_sample_curve(Path(cfg.run.root) / "curve.jsonl")
+    assert [r["step"] for r in rows] == [4, 8]
+    key = "flow.encoder.pre.0.weight"
+    ema = steps[0][key]
+    for k, w in enumerate(steps[1:], start=2):
+        ema = torch.lerp(ema, w[key], 1 - DECAY)
+        if k in (4, 8):
+            row = rows[k // 4 - 1]
+            assert row["raw"]["w"] == pytest.approx(float(steps[k - 1][key][0, 0]), abs=1e-7)
+            assert row["ema"]["w"] == pytest.approx(float(ema[0, 0]), abs=1e-7)
+    assert rows[0]["raw"]["w"] != pytest.approx(rows[0]["ema"]["w"], abs=1e-5)
+    assert rows[1]["minutes"] >= rows[0]["minutes"] >= 0
 
 
 def test_validation_and_best_checkpoint_use_the_ema(ema_run):

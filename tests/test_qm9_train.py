@@ -89,6 +89,7 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
     from molfff.cli import main
     from molfff.molecules.io import read_xyz
     from molfff.train.config import load_config
+    from molfff.train.sample_curve import read_sample_curve
 
     monkeypatch.chdir(tmp_path)
     overrides = [
@@ -97,10 +98,19 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
         "data.n_train=128",
         "evaluation.samples=20",
         "model.ema_decay=0.9",
+        "evaluation.curve_every_n_steps=2",
+        "evaluation.curve_samples=6",
     ]
     assert main(["train", "qm9", "--fast", *overrides]) == 0
     out = capsys.readouterr().out
     (grid,) = (tmp_path / "runs").glob("qm9/*/samples.png")
+    curve = read_sample_curve(grid.parent / "sample_curve.jsonl")  # 128 / 32 = 4 steps
+    assert [r["step"] for r in curve] == [2, 4]
+    for row in curve:
+        for which in ("raw", "ema"):
+            assert row[which]["n_molecules"] == 6
+            assert 0 <= row[which]["atom_stability"] <= 1
+    assert (grid.parent / "sample_curve.png").is_file()
     assert f"figure: {grid.relative_to(tmp_path)}" in out
     assert Image.open(grid).size == (8 * 220, 4 * 220 + 36)  # 32 molecules, a title band
     assert "test NLL, exact (the density of the model that samples" in out

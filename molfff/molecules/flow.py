@@ -78,6 +78,8 @@ class MoleculeFlow(nn.Module):
         blocks: EGNN blocks of encoder and decoder each (paper: 16).
         dequantizer_blocks: EGNN blocks of the dequantizer's conditional network.
         charge_scale: the dequantized charge is ``(c + s) / charge_scale``.
+        egnn: further keyword arguments of both :class:`~molfff.nn.egnn_flow.EGNNFlowNet` s
+            (e.g. ``normalization_factor``, ``zero_init``).
 
     Example:
         >>> import torch
@@ -100,6 +102,7 @@ class MoleculeFlow(nn.Module):
         blocks: int = 16,
         dequantizer_blocks: int = 2,
         charge_scale: float = 10.0,
+        egnn: dict | None = None,
     ):
         super().__init__()
         if node_distribution.dim() != 1 or bool((node_distribution < 0).any()):
@@ -108,8 +111,8 @@ class MoleculeFlow(nn.Module):
         features = num_types + 1
         # registered first, as encoder and decoder were: optimizer states keep their order
         self.flow = FreeFormFlow(
-            EGNNFlowNet(features, pos_dim=3, hidden=hidden, blocks=blocks),
-            EGNNFlowNet(features, pos_dim=3, hidden=hidden, blocks=blocks),
+            EGNNFlowNet(features, pos_dim=3, hidden=hidden, blocks=blocks, **(egnn or {})),
+            EGNNFlowNet(features, pos_dim=3, hidden=hidden, blocks=blocks, **(egnn or {})),
             latent=StandardNormal(),
         )
         self.dequantizer = Dequantizer(

@@ -33,10 +33,20 @@ class EGNNFlowNet(nn.Module):
         pos_dim: d, number of position columns (3 for molecules, 2 for DW4).
         cond_dim: C, per-graph conditioning ``c`` of shape ``(B, C)`` appended to every node's
             features (0: unconditional).
+        zero_init: start the feature output layer at zero (the map starts at the identity on
+            features); False keeps PyTorch's default initialisation, as the authors' E-FFF code
+            (vislearn/FFF, EDM's ``EGNN_dynamics_QM9``) does.
         **egnn_kwargs: passed to :class:`~molfff.nn.egnn.EGNN` (``hidden``, ``blocks``, ...).
     """
 
-    def __init__(self, features: int, pos_dim: int = 3, cond_dim: int = 0, **egnn_kwargs):
+    def __init__(
+        self,
+        features: int,
+        pos_dim: int = 3,
+        cond_dim: int = 0,
+        zero_init: bool = True,
+        **egnn_kwargs,
+    ):
         super().__init__()
         if features < 0 or pos_dim < 1 or cond_dim < 0:
             raise ValueError(
@@ -45,7 +55,7 @@ class EGNNFlowNet(nn.Module):
             )
         self.features, self.pos_dim, self.cond_dim = features, pos_dim, cond_dim
         self.net = EGNN(features + cond_dim, features, **egnn_kwargs)
-        if self.net.embedding_out is not None:
+        if zero_init and self.net.embedding_out is not None:
             nn.init.zeros_(self.net.embedding_out.weight)
             nn.init.zeros_(self.net.embedding_out.bias)
 

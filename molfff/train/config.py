@@ -131,10 +131,18 @@ class TrainerConfig:
 
 @dataclass
 class EvaluationConfig:
-    """After training: molecules to sample and score, and whether to compute novelty."""
+    """After training: molecules to sample and score, and whether to compute novelty.
+
+    During training (molecules): every ``curve_every_n_steps`` optimizer steps (0: never),
+    ``curve_samples`` molecules of the training weights and, with ``model.ema_decay``, of the
+    EMA are scored into ``sample_curve.jsonl`` / ``sample_curve.png``
+    (:mod:`molfff.train.sample_curve`).
+    """
 
     samples: int = 1000
     novelty: bool = True
+    curve_every_n_steps: int = 0
+    curve_samples: int = 1000
 
 
 @dataclass
@@ -214,6 +222,7 @@ POSITIVE = (
     "beta_search.epochs",
     "trainer.eval_batch_size",
     "trainer.jacobian_chunk",
+    "evaluation.curve_samples",
     "trainer.limit_val_batches",
 )
 NON_NEGATIVE = (
@@ -221,6 +230,8 @@ NON_NEGATIVE = (
     "loss.noise_std",
     "optim.weight_decay",
     "trainer.newton_restarts",
+    "evaluation.samples",
+    "evaluation.curve_every_n_steps",
 )
 
 

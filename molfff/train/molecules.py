@@ -328,6 +328,23 @@ class QM9Task:
             metrics["sampling_seconds_per_molecule"] = seconds / n
         return metrics
 
+    def callbacks(self, config: Config, run_dir: Path) -> list:
+        """A :class:`~molfff.train.sample_curve.SampleCurve` when
+        ``evaluation.curve_every_n_steps`` is set: ``evaluation.curve_samples`` molecules (one
+        seed for every point) scored by stability, validity and uniqueness."""
+        every, n = config.evaluation.curve_every_n_steps, config.evaluation.curve_samples
+        if not every:
+            return []
+        from molfff.molecules.metrics import evaluate as molecule_metrics
+        from molfff.train.sample_curve import SampleCurve
+
+        def score(module: MoleculeModule) -> dict:
+            molecules, seconds = sample_molecules(module.flow, n, seed=config.seed)
+            return {**molecule_metrics(molecules), "sampling_seconds": round(seconds, 2)}
+
+        path = Path(run_dir) / "sample_curve.jsonl"
+        return [SampleCurve(score, every, path, n, title=f"{self.name}: ")]
+
     def plot(self, module: MoleculeModule, run_dir: Path) -> list[Path]:
         """``samples.png``: a grid of sampled molecules, titled with the training step of the
         weights drawn (the best checkpoint's, else the module's). Skipped, with a note on

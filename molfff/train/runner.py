@@ -27,7 +27,7 @@ from molfff.train.config import Config, config_from_dict, save_config
 from molfff.train.curves import plot_curves
 from molfff.train.ema import ema_callbacks
 from molfff.train.runs import make_run_dir
-from molfff.train.task import Task
+from molfff.train.task import HasCallbacks, Task, supports
 from molfff.train.tasks import build_task
 
 log = logging.getLogger("molfff")
@@ -105,7 +105,8 @@ def make_trainer(
     """A Lightning Trainer with the run's settings (checkpoints written atomically); ``best.ckpt``
     has the lowest ``monitor``."""
     t = config.trainer
-    callbacks = list(callbacks) + ema_callbacks(config.model.ema_decay)
+    # the EMA first: callbacks after it see this step's average at the end of a batch
+    callbacks = ema_callbacks(config.model.ema_decay) + list(callbacks)
     if checkpoints:
         # two callbacks: this Lightning's save_last only fires when a new best was saved
         callbacks += [
@@ -214,6 +215,8 @@ def train(
         ckpt_path = None
     module, dm, task = build(config, task)
     run_dir = make_run_dir(config) if run_dir is None else run_dir
+    if supports(task, HasCallbacks):
+        callbacks = [*callbacks, *task.callbacks(config, run_dir)]
     trainer = make_trainer(
         config,
         run_dir,

@@ -87,6 +87,14 @@ class BetaSearchable(Protocol):
 
 
 @runtime_checkable
+class HasCallbacks(Protocol):
+    """A task that adds Lightning callbacks to its training runs (e.g. sample curves)."""
+
+    def callbacks(self, config: Config, run_dir: Path) -> list:
+        """Callbacks for a run of ``config`` writing into ``run_dir`` (may be empty)."""
+
+
+@runtime_checkable
 class Reweightable(Protocol):
     """A Boltzmann generator's task: target energy and reference samples for reweighting."""
 

@@ -1,0 +1,261 @@
+"""Sanity ladder of the QM9 pipeline: can the molecule flow memorise K molecules of one size?
+
+A flow that learns chemistry must first be able to learn one molecule. This script trains
+:class:`molfff.molecules.MoleculeFlow` (the same loss, dequantizer and EGNNs as ``molfff train
+qm9``) on K QM9 training molecules of ``--atoms`` atoms, each batch made of randomly rotated
+copies, and at regular steps measures what the surrogate loss cannot show:
+
+- samples (at the molecules' size): atom and molecule stability, validity (EDM's metrics,
+  :mod:`molfff.molecules.metrics`);
+- geometry: RMSD (Å) of each sample to its nearest training molecule after optimal atom matching
+  and alignment, mirror images allowed (:mod:`molfff.molecules.alignment`), and the share of its
+  atoms whose type agrees with the matched atom; a sample "is" a training molecule when that
+  RMSD is below ``--hit-rmsd`` and all types agree (for K > 1: where the mass between the
+  memorised molecules goes);
+- composition of the sampled atoms (H, C, N, O, F shares) against the training molecules';
+- the exact NLL given n (nats per molecule, the density of the model that samples, one
+  dequantization draw; :meth:`MoleculeFlow.nll`) of the training molecules, with the paper's
+  estimate and the reconstruction error next to it.
+
+Each evaluation is one JSON line in ``OUT/ladder.jsonl``; the last is printed as a summary.
+
+    python scripts/qm9_ladder.py --molecules 1 --steps 3000 --out runs/ladder/k1
+    python scripts/qm9_ladder.py --molecules 8 --steps 3000 --out runs/ladder/k8
+
+Run with ``OMP_NUM_THREADS=1`` next to other work; never set the thread count from inside (see
+the README: batched LU with a changed thread count can hang on the CPU build).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from molfff.molecules import ATOM_TYPES
+from molfff.molecules.alignment import match, type_agreement
+from molfff.molecules.flow import MoleculeBatch, MoleculeFlow
+from molfff.molecules.metrics import evaluate
+from molfff.molecules.qm9 import load_qm9
+
+# acetamide CC(N)=O: 9 atoms of 4 elements (H5 C2 N O), index in the standard training split
+DEFAULT_MOLECULE = 44356
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--atoms", type=int, default=9, help="molecule size n (default 9)")
+    p.add_argument("--molecules", type=int, default=1, help="K training molecules of size n")
+    p.add_argument(
+        "--index",
+        type=int,
+        nargs="*",
+        default=None,
+        help=f"training-split indices to use (default: {DEFAULT_MOLECULE} for K=1, else K "
+        "seeded random molecules of --atoms atoms)",
+    )
+    p.add_argument("--steps", type=int, default=3000)
+    p.add_argument("--batch", type=int, default=32, help="rotated copies per step")
+    p.add_argument("--beta", type=float, default=2000.0, help="reconstruction weight")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--blocks", type=int, default=4)
+    p.add_argument("--width", type=int, default=64)
+    p.add_argument("--normalization-factor", type=float, default=100.0, help="EGNN sum divisor Z")
+    p.add_argument(
+        "--default-init",
+        action="store_true",
+        help="feature output layer with PyTorch's default init (authors' code), not zero",
+    )
+    p.add_argument("--hutchinson", type=int, default=1, help="Hutchinson vectors per sample")
+    p.add_argument("--eval-every", type=int, default=500)
+    p.add_argument("--samples", type=int, default=200)
+    p.add_argument("--hit-rmsd", type=float, default=0.3, help="Å, see the docstring")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    for name in ("atoms", "molecules", "steps", "batch", "eval_every", "samples", "hutchinson"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.beta <= 0 or args.lr <= 0 or args.normalization_factor <= 0:
+        p.error("--beta, --lr and --normalization-factor must be positive")
+    return args
+
+
+def pick_molecules(args, train) -> np.ndarray:
+    """Training-split indices of the K molecules."""
+    if args.index:
+        idx = np.asarray(args.index)
+        if (idx < 0).any() or (idx >= len(train)).any():
+            sys.exit(f"--index must be in [0, {len(train)})")
+        sizes = set(train.num_atoms[idx].tolist())
+        if len(sizes) != 1:
+            sys.exit(f"the --index molecules must have one size, got sizes {sorted(sizes)}")
+        return idx
+    if args.molecules == 1 and train.num_atoms[DEFAULT_MOLECULE] == args.atoms:
+        return np.array([DEFAULT_MOLECULE])
+    pool = np.flatnonzero(train.num_atoms == args.atoms)
+    if len(pool) < args.molecules:
+        sys.exit(f"the training split has {len(pool)} molecules of {args.atoms} atoms")
+    return np.sort(np.random.default_rng(args.seed).choice(pool, args.molecules, replace=False))
+
+
+def random_rotations(b: int, g: torch.Generator) -> torch.Tensor:
+    """``(b, 3, 3)`` Haar-random proper rotations (QR of a Gaussian, signs fixed)."""
+    q, r = torch.linalg.qr(torch.randn(b, 3, 3, generator=g))
+    q = q * torch.sign(torch.diagonal(r, dim1=1, dim2=2)).unsqueeze(1)
+    det = torch.linalg.det(q)
+    q[:, :, 0] *= det.sign().unsqueeze(1)
+    return q
+
+
+class Memory:
+    """The K molecules as tensors, and batches of rotated copies."""
+
+    def __init__(self, train, idx: np.ndarray):
+        self.mols = [train.molecule(int(i)) for i in idx]
+        self.n = len(self.mols[0][1])
+        pos = np.stack([p - p.mean(0) for p, _ in self.mols])  # (K, n, 3)
+        self.pos = torch.as_tensor(pos, dtype=torch.float32)
+        table = {z: k for k, z in enumerate(ATOM_TYPES)}
+        types = np.array([[table[int(z)] for z in zs] for _, zs in self.mols])  # (K, n)
+        self.types = torch.as_tensor(types)
+        self.charge = torch.as_tensor(np.stack([zs for _, zs in self.mols]), dtype=torch.float32)
+
+    def batch(self, b: int, g: torch.Generator, rotate: bool = True) -> MoleculeBatch:
+        k = torch.randint(len(self.mols), (b,), generator=g) if rotate else torch.arange(b)
+        pos = self.pos[k]  # (b, n, 3)
+        if rotate:
+            pos = pos @ random_rotations(b, g).transpose(1, 2)
+        one_hot = torch.nn.functional.one_hot(self.types[k], len(ATOM_TYPES)).float()
+        return MoleculeBatch(
+            pos.reshape(-1, 3),
+            one_hot.reshape(-1, len(ATOM_TYPES)),
+            self.charge[k].reshape(-1, 1),
+            torch.arange(b).repeat_interleave(self.n),
+            b,
+        )
+
+
+def composition(zs: list[np.ndarray]) -> dict[str, float]:
+    allz = np.concatenate(zs)
+    names = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F"}
+    return {names[z]: round(float((allz == z).mean()), 4) for z in ATOM_TYPES}
+
+
+@torch.no_grad()
+def measure(flow: MoleculeFlow, memory: Memory, args, g: torch.Generator) -> dict:
+    flow.eval()
+    sizes = torch.full((args.samples,), memory.n, dtype=torch.long)
+    mol = flow.sample(args.samples, generator=g, sizes=sizes)
+    z = torch.as_tensor(ATOM_TYPES)[mol.one_hot.argmax(1)].view(args.samples, memory.n).numpy()
+    pos = mol.pos.double().view(args.samples, memory.n, 3).numpy()
+    samples = list(zip(pos, z, strict=True))
+    out = evaluate(samples)
+    rmsd, agree, hits = [], [], np.zeros(len(memory.mols), dtype=int)
+    for p, zi in samples:
+        best = min(
+            ((match(p, q), k) for k, (q, _) in enumerate(memory.mols)), key=lambda t: t[0].rmsd
+        )
+        m, k = best
+        a = type_agreement(zi, memory.mols[k][1], m)
+        rmsd.append(m.rmsd)
+        agree.append(a)
+        if m.rmsd < args.hit_rmsd and a == 1.0:
+            hits[k] += 1
+    rmsd = np.array(rmsd)
+    out.update(
+        rmsd_median=float(np.median(rmsd)),
+        rmsd_q10=float(np.quantile(rmsd, 0.1)),
+        type_agreement=float(np.mean(agree)),
+        hit_share=float(hits.sum() / args.samples),
+        molecules_hit=int((hits > 0).sum()),
+        composition_samples=composition(list(z)),
+        composition_train=composition([zs for _, zs in memory.mols]),
+    )
+    nll = flow.nll(memory.batch(len(memory.mols), g, rotate=False), g)
+    conv = nll["converged"]
+    out.update(
+        nll_given_n_exact=float(nll["nll_given_n_exact"][conv].mean()) if conv.any() else None,
+        nll_given_n_estimate=float(nll["nll_given_n_estimate"].mean()),
+        exact_converged=float(conv.float().mean()),
+        reconstruction=float(nll["reconstruction"].mean()),
+    )
+    flow.train()
+    return out
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    torch.manual_seed(args.seed)
+    train = load_qm9("train")
+    idx = pick_molecules(args, train)
+    memory = Memory(train, idx)
+    if memory.n != args.atoms and not args.index:
+        sys.exit(f"molecule {idx[0]} has {memory.n} atoms, not --atoms {args.atoms}")
+    p_n = torch.zeros(memory.n + 1)
+    p_n[memory.n] = 1.0
+    flow = MoleculeFlow(
+        len(ATOM_TYPES),
+        p_n,
+        hidden=args.width,
+        blocks=args.blocks,
+        egnn={
+            "normalization_factor": args.normalization_factor,
+            "zero_init": not args.default_init,
+        },
+    )
+    opt = torch.optim.Adam(flow.parameters(), lr=args.lr)
+    args.out.mkdir(parents=True, exist_ok=True)
+    log = args.out / "ladder.jsonl"
+    log.write_text("")
+    smiles = None if train.smiles is None else [str(train.smiles[i]) for i in idx]
+    header = {"config": {k: str(v) for k, v in vars(args).items()}, "indices": idx.tolist()}
+    header["smiles"] = smiles
+    print(json.dumps(header), flush=True)
+    g = torch.Generator().manual_seed(args.seed)
+    ge = torch.Generator().manual_seed(args.seed + 1)
+    start, losses = time.perf_counter(), []
+    for step in range(1, args.steps + 1):
+        terms = flow.loss(
+            memory.batch(args.batch, g), args.beta, g, hutchinson_samples=args.hutchinson
+        )
+        loss = terms["loss"].mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(flow.parameters(), 1.0)
+        opt.step()
+        losses.append(float(loss.detach()))
+        if not math.isfinite(losses[-1]):
+            sys.exit(f"loss is {losses[-1]} at step {step}")
+        if step % args.eval_every == 0 or step == args.steps:
+            row = {
+                "step": step,
+                "minutes": round((time.perf_counter() - start) / 60, 2),
+                "train_loss_mean_last": float(np.mean(losses[-args.eval_every :])),
+                "train_reconstruction": float(terms["reconstruction"].detach().mean()),
+            }
+            row.update(measure(flow, memory, args, ge))
+            with log.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            print(
+                f"step {step} ({row['minutes']} min): molecule stability "
+                f"{row['molecule_stability']:.3f}, atom stability {row['atom_stability']:.3f}, "
+                f"validity {row.get('validity', float('nan')):.3f}, median RMSD to nearest "
+                f"training molecule {row['rmsd_median']:.3f} Å, type agreement "
+                f"{row['type_agreement']:.3f}, samples that are a training molecule "
+                f"{row['hit_share']:.3f} ({row['molecules_hit']}/{len(idx)} molecules hit), "
+                f"exact NLL given n {row['nll_given_n_exact']} nats/molecule, "
+                f"reconstruction {row['reconstruction']:.2e}",
+                flush=True,
+            )
+    torch.save(flow.state_dict(), args.out / "flow.pt")
+
+
+if __name__ == "__main__":
+    main()
