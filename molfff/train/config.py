@@ -85,6 +85,10 @@ class LossConfig:
     hutchinson_sphere: bool = False
     noise_std: float = 0.0
     decoder_jvp: str = "reverse"
+    # the encoder's side of the trace term: "vjp" (reverse mode, keeps a double-backward graph)
+    # or "jvp" (forward mode through the encoder; same values and gradients, less memory:
+    # molfff.fff.loss and scripts/memory_qm9_step.py)
+    encoder_mode: str = "vjp"
 
 
 @dataclass
@@ -127,6 +131,10 @@ class TrainerConfig:
     val_check_interval: int | float | None = None
     # wall-clock budget "DD:HH:MM:SS"; training stops cleanly (checkpoints written) when it is spent
     max_time: str | None = None
+    # micro-batches per optimizer step: the gradient of a batch of accumulate_grad_batches x
+    # data.batch_size samples (Lightning scales each micro-batch's loss), at the peak memory
+    # of one micro-batch (scripts/memory_qm9_step.py measures it)
+    accumulate_grad_batches: int = 1
 
 
 @dataclass
@@ -207,6 +215,7 @@ CHOICES = {
     "optim.schedule": ("onecycle", "exponential", "constant"),
     "logger.wandb": ("offline", "online", "disabled"),
     "loss.decoder_jvp": ("forward", "reverse"),
+    "loss.encoder_mode": ("vjp", "jvp"),
     "trainer.select_on": ("exact", "estimate"),
 }
 POSITIVE = (
@@ -223,6 +232,7 @@ POSITIVE = (
     "trainer.eval_batch_size",
     "trainer.jacobian_chunk",
     "evaluation.curve_samples",
+    "trainer.accumulate_grad_batches",
     "trainer.limit_val_batches",
 )
 NON_NEGATIVE = (

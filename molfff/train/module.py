@@ -72,11 +72,23 @@ def converged_mean(nll: Tensor, converged: Tensor) -> tuple[Tensor, int]:
     return (nll[converged].mean(), n) if n else (nll.new_tensor(math.inf), 1)
 
 
-def step_generator(seed: int, step: int, rank: int, device: torch.device) -> torch.Generator:
-    """RNG for one training step: a pure function of (seed, step, rank), so resume is exact."""
+def step_generator(
+    seed: int, step: int, rank: int, device: torch.device, micro: int = 0
+) -> torch.Generator:
+    """RNG for one training step: a pure function of (seed, step, rank, micro), so resume is
+    exact; ``micro`` numbers the micro-batches of one optimizer step
+    (``trainer.accumulate_grad_batches``), which must not share their noise."""
     g = torch.Generator(device=device)
-    g.manual_seed((seed * 1_000_003 + step) * 1009 + rank)
+    g.manual_seed((seed * 1_000_003 + step) * 1009 + rank + micro * 1_000_000_007)
     return g
+
+
+def micro_batch(module: L.LightningModule, batch_idx: int) -> int:
+    """Index of ``batch_idx`` among the micro-batches of its optimizer step (0 without
+    gradient accumulation)."""
+    trainer = module._trainer
+    k = trainer.accumulate_grad_batches if trainer is not None else 1
+    return batch_idx % k
 
 
 class FFFModule(SavesClassPath, L.LightningModule):
@@ -132,7 +144,13 @@ class FFFModule(SavesClassPath, L.LightningModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         x, c = self._unpack(batch)
         cfg = self.config.loss
-        gen = step_generator(self.config.seed, self.global_step, self.global_rank, x.device)
+        gen = step_generator(
+            self.config.seed,
+            self.global_step,
+            self.global_rank,
+            x.device,
+            micro_batch(self, batch_idx),
+        )
         terms = self.flow.loss(
             x,
             cfg.beta,
@@ -142,6 +160,7 @@ class FFFModule(SavesClassPath, L.LightningModule):
             noise_std=cfg.noise_std,
             generator=gen,
             decoder_jvp=cfg.decoder_jvp,
+            encoder_mode=cfg.encoder_mode,
         )
         loss = terms.loss.mean()
         self.log_dict(

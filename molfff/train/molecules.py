@@ -45,7 +45,7 @@ from molfff.molecules.sampling import sample_molecules, sample_stable
 from molfff.train.checkpoint import SavesClassPath
 from molfff.train.config import Config, DataConfig, config_from_dict
 from molfff.train.data import EpochShuffleSampler
-from molfff.train.module import configure_adam, converged_mean, step_generator
+from molfff.train.module import configure_adam, converged_mean, micro_batch, step_generator
 from molfff.train.task import SampleRequest
 
 QM9_TYPES = 5  # H, C, N, O, F
@@ -128,7 +128,13 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         mol = MoleculeBatch.from_pyg(batch)
-        gen = step_generator(self.config.seed, self.global_step, self.global_rank, mol.pos.device)
+        gen = step_generator(
+            self.config.seed,
+            self.global_step,
+            self.global_rank,
+            mol.pos.device,
+            micro_batch(self, batch_idx),
+        )
         cfg = self.config.loss
         terms = self.flow.loss(
             mol,
@@ -138,6 +144,7 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
             hutchinson_sphere=cfg.hutchinson_sphere,
             noise_std=cfg.noise_std,
             decoder_jvp=cfg.decoder_jvp,
+            encoder_mode=cfg.encoder_mode,
         )
         loss = terms["loss"].mean()
         b = mol.num_graphs

@@ -148,6 +148,7 @@ def make_trainer(
         limit_val_batches=t.limit_val_batches,
         val_check_interval=t.val_check_interval,
         max_time=t.max_time,
+        accumulate_grad_batches=t.accumulate_grad_batches,
         enable_model_summary=False,
     )
 
