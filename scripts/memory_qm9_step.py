@@ -13,7 +13,7 @@ alive until the end of the part, as in a training step):
 - ``loss forward``: all terms of :func:`molfff.fff.fff_loss`, every graph alive;
 - ``step``: loss, backward, Adam step (the peak a training run sees);
 
-and the ``step`` of every ``--decoder-jvp``, ``--encoder-mode`` and ``--micro-batches``
+and the ``step`` of every ``--decoder-jvp`` and ``--micro-batches``
 setting asked for, with the median time per step (``--repeats`` steps after one warm-up;
 children run one after the other, so the times share the machine's load). Micro-batches: the
 batch's molecules split into k groups whose losses are backpropagated one after the other, each
@@ -22,7 +22,7 @@ estimator at the memory of one group. Per block: the encoder-forward part grows 
 the blocks; its slope is printed when ``--blocks`` lists two values.
 
     python scripts/memory_qm9_step.py --blocks 16 --batch 64            # the paper config
-    python scripts/memory_qm9_step.py --blocks 4 8 --batch 32 --encoder-mode vjp jvp
+    python scripts/memory_qm9_step.py --blocks 4 8 --batch 32 --decoder-jvp reverse forward
 
 Do not run it next to other heavy work if the times matter; the memory figures do not depend on
 load.
@@ -106,13 +106,10 @@ def child(args) -> None:
                 layout=layout,
                 generator=g,
                 decoder_jvp=args.decoder_jvp,
-                encoder_mode=args.encoder_mode,
             )
         opt.zero_grad(set_to_none=True)
         for chunk in chunks:  # the mean over the batch, one micro-batch graph at a time
-            terms = flow.loss(
-                chunk, 2000.0, g, decoder_jvp=args.decoder_jvp, encoder_mode=args.encoder_mode
-            )
+            terms = flow.loss(chunk, 2000.0, g, decoder_jvp=args.decoder_jvp)
             (terms["loss"].sum() / mol.num_graphs).backward()
             del terms
         opt.step()
@@ -138,9 +135,7 @@ def child(args) -> None:
     )
 
 
-def run_child(
-    args, part: str, blocks: int, decoder_jvp: str, encoder_mode: str, micro: int = 1
-) -> dict:
+def run_child(args, part: str, blocks: int, decoder_jvp: str, micro: int = 1) -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -155,8 +150,6 @@ def run_child(
         str(args.width),
         "--decoder-jvp",
         decoder_jvp,
-        "--encoder-mode",
-        encoder_mode,
         "--micro-batches",
         str(micro),
         "--repeats",
@@ -176,7 +169,6 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=3, help="timed steps per setting")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--decoder-jvp", nargs="+", default=["reverse"], choices=["reverse", "forward"])
-    p.add_argument("--encoder-mode", nargs="+", default=["vjp"], choices=["vjp", "jvp"])
     p.add_argument(
         "--micro-batches",
         type=int,
@@ -190,7 +182,6 @@ def main(argv=None) -> None:
     p.add_argument("--blocks-one", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
-        args.encoder_mode = args.encoder_mode[0]
         args.micro_batches = args.micro_batches[0]
         args.decoder_jvp = args.decoder_jvp[0]
         child(args)
@@ -206,16 +197,15 @@ def main(argv=None) -> None:
         for blocks in args.blocks:
             print(f"\n{blocks} blocks (encoder and decoder each)")
             for part in PARTS[:-1]:
-                r = run_child(args, part, blocks, args.decoder_jvp[0], args.encoder_mode[0])
+                r = run_child(args, part, blocks, args.decoder_jvp[0])
                 print(f"  {part:<16} {r['extra_peak_mib']:9.1f} MiB")
                 if part == "encoder_forward":
                     encoder_parts[blocks] = r["extra_peak_mib"]
             rows = []
             for jvp in args.decoder_jvp:
-                for mode in args.encoder_mode:
-                    for micro in args.micro_batches:
-                        r = run_child(args, "step", blocks, jvp, mode, micro)
-                        rows.append((f"decoder_jvp={jvp} encoder_mode={mode} micro={micro}", r))
+                for micro in args.micro_batches:
+                    r = run_child(args, "step", blocks, jvp, micro)
+                    rows.append((f"decoder_jvp={jvp} micro-batches={micro}", r))
             ref = rows[0][1]
             for name, r in rows:
                 peak, sec = r["extra_peak_mib"], r["seconds"]

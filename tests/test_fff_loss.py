@@ -13,30 +13,21 @@ def _grads(scalar, params):
     return torch.autograd.grad(scalar, params)
 
 
-def _surrogate_grad(f, x, k, decoder_jvp="forward", encoder_mode="vjp"):
-    terms = fff_loss(
-        x,
-        f,
-        f.inverse,
-        beta=0.0,
-        hutchinson_samples=k,
-        decoder_jvp=decoder_jvp,
-        encoder_mode=encoder_mode,
-    )
+def _surrogate_grad(f, x, k, decoder_jvp="forward"):
+    terms = fff_loss(x, f, f.inverse, beta=0.0, hutchinson_samples=k, decoder_jvp=decoder_jvp)
     return _grads(terms.trace_surrogate.sum(), list(f.parameters()))
 
 
 @pytest.mark.usefixtures("float64")
-@pytest.mark.parametrize("encoder_mode", ["vjp", "jvp"])
 @pytest.mark.parametrize("decoder_jvp", ["forward", "reverse"])
-def test_full_frame_surrogate_gradient_is_exact(decoder_jvp, encoder_mode):
+def test_full_frame_surrogate_gradient_is_exact(decoder_jvp):
     """K = D orthonormal vectors scaled to sqrt(D) make the trace estimate exact, so the
     gradient of the surrogate must equal the gradient of sum log|det J_f| to round-off."""
     torch.manual_seed(0)
     dim = 4
     f = AffineCoupling(dim)
     x = torch.randn(6, dim)
-    got = _surrogate_grad(f, x, k=dim, decoder_jvp=decoder_jvp, encoder_mode=encoder_mode)
+    got = _surrogate_grad(f, x, k=dim, decoder_jvp=decoder_jvp)
     want = _grads(brute_log_abs_det(f, x, create_graph=True).sum(), list(f.parameters()))
     for g, w in zip(got, want, strict=True):
         torch.testing.assert_close(g, w, rtol=1e-9, atol=1e-10)

@@ -167,3 +167,26 @@ def test_metrics_json_is_standard_json():
         "b": [None, 1.5],
         "c": {"d": None},
     }
+
+
+def test_accumulated_micro_batches_make_one_step_with_their_own_noise(tmp_path):
+    """trainer.accumulate_grad_batches=2: one optimizer step per two batches, and the two
+    micro-batches of a step draw different noise (seeds differ only by the micro index)."""
+    from molfff.train.module import step_generator
+
+    cfg = load_config(
+        "toy2d", small(tmp_path, epochs=1, n_train=1024) + ["trainer.accumulate_grad_batches=2"]
+    )
+    steps = []
+
+    class Steps(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            steps.append(trainer.global_step)
+
+    train(cfg, callbacks=[Steps()])
+    assert steps == [0, 1, 1, 2]  # 1024 / 256 = 4 batches, 2 optimizer steps
+    cpu = torch.device("cpu")
+    draw = [torch.randn(3, generator=step_generator(0, 5, 0, cpu, micro)) for micro in (0, 1)]
+    assert not torch.equal(*draw)
+    old = torch.Generator().manual_seed((0 * 1_000_003 + 5) * 1009 + 0)  # seeds before micro
+    torch.testing.assert_close(draw[0], torch.randn(3, generator=old))

@@ -11,17 +11,7 @@ so the gradient of the bracket is an unbiased estimate of the gradient of the NL
 (:func:`molfff.fff.logdet.log_abs_det_jacobian`) and the reconstruction instead.
 
 ``J_g v`` is one JVP of the decoder (forward-mode AD, or the VJP-of-VJP trick on the decoder's
-forward graph). The encoder side, ``v^T J_f w`` with ``w = SG(J_g v)``, is computed one of two
-ways with the same value and gradient (``encoder_mode``):
-
-- ``"vjp"`` (the paper's description): ``v^T J_f`` by a reverse-mode VJP with
-  ``create_graph=True``, dotted with w. The VJP's graph (the double-backward graph) is kept until
-  ``backward``; for the EGNN it is about four times the encoder's forward graph.
-- ``"jvp"``: ``J_f w`` by forward-mode AD through the encoder, dotted with v. Needs w before the
-  encoder pass, so ``z = f(x)`` is first computed without a graph, ``w = J_g(z) v`` without a
-  graph, and then one dual-number encoder pass gives both ``z`` and ``J_f w`` with their graph
-  (reverse-over-forward). One more encoder forward and one more decoder forward (the
-  reconstruction's) than ``"vjp"``; no double-backward graph is kept.
+forward graph), ``v^T J_f`` one reverse-mode VJP of the encoder with ``create_graph=True``.
 """
 
 from __future__ import annotations
@@ -97,67 +87,6 @@ def hutchinson_vectors(
     return [q * scale for q in frame]
 
 
-def _decoder_jvps(
-    z: Tensor, vs: list[Tensor], decode: FlowNetwork, c, layout: Layout, mode: str
-) -> tuple[Tensor, list[Tensor]]:
-    """``g(z)`` (with the graph it was computed with) and the detached ``J_g(z) v`` per v."""
-    if mode == "forward":
-        x_hat, jvs = None, []
-        for v in vs:
-            with fwAD.dual_level():
-                primal, jv = fwAD.unpack_dual(decode(fwAD.make_dual(z, v), c, layout))
-            x_hat = primal if x_hat is None else x_hat
-            jvs.append(jv.detach())
-        return x_hat, jvs
-    # J_g v as the VJP of the VJP ("double-backward trick"): reuses the decoder's plain forward
-    # pass, which the reconstruction needs anyway
-    x_hat = decode(z, c, layout)
-    u = torch.zeros_like(x_hat, requires_grad=True)
-    (ut_j,) = torch.autograd.grad(x_hat, z, u, create_graph=True)  # u^T J_g, linear in u
-    jvs = [torch.autograd.grad(ut_j, u, v, retain_graph=True)[0].detach() for v in vs]
-    return x_hat, jvs  # the double-backward graph (u, ut_j) is freed on return
-
-
-def _trace_by_encoder_vjp(x, encode, decode, c, layout, k, sphere, generator, decoder_jvp):
-    """``z``, ``g(z)``, ``(1/K) sum_k (v_k^T J_f) · SG(J_g v_k)`` with one VJP graph per v."""
-    z = _encode(encode, x, c, layout)
-    vs = hutchinson_vectors(z, layout, k, generator, sphere)
-    x_hat, jvs = _decoder_jvps(z, vs, decode, c, layout, decoder_jvp)
-    trace = torch.zeros(layout.num_samples(x), dtype=x.dtype, device=x.device)
-    for v, jv in zip(vs, jvs, strict=True):
-        (vjp,) = torch.autograd.grad(z, x, v, create_graph=True)  # v^T J_f(x)
-        trace = trace + layout.dot(vjp, jv) / len(vs)
-    return z, x_hat, trace
-
-
-def _trace_by_encoder_jvp(x, encode, decode, c, layout, k, sphere, generator, decoder_jvp):
-    """``z``, ``g(z)``, ``(1/K) sum_k v_k · (J_f SG(J_g v_k))`` by forward-mode AD through the
-    encoder (reverse-over-forward); see the module docstring."""
-    with torch.no_grad():
-        z0 = _encode(encode, x, c, layout)
-    vs = hutchinson_vectors(z0, layout, k, generator, sphere)
-    with torch.enable_grad():  # the reverse trick needs a graph; it is freed right away
-        z0.requires_grad_(decoder_jvp == "reverse")
-        _, ws = _decoder_jvps(z0, vs, decode, c, layout, decoder_jvp)
-    del z0
-    z = None
-    trace = torch.zeros(layout.num_samples(x), dtype=x.dtype, device=x.device)
-    for v, w in zip(vs, ws, strict=True):
-        with fwAD.dual_level():
-            primal, jf_w = fwAD.unpack_dual(encode(fwAD.make_dual(x, w), c, layout))
-        z = primal if z is None else z  # f(x) with its graph, from the first pass
-        trace = trace + layout.dot(v, jf_w) / len(vs)
-    x_hat = decode(z, c, layout)
-    return z, x_hat, trace
-
-
-def _encode(encode: FlowNetwork, x: Tensor, c, layout: Layout) -> Tensor:
-    z = encode(x, c, layout)
-    if z.shape != x.shape:
-        raise ValueError(f"encoder must preserve shape: {tuple(x.shape)} -> {tuple(z.shape)}")
-    return z
-
-
 def fff_loss(
     x: Tensor,
     encode: FlowNetwork,
@@ -172,7 +101,6 @@ def fff_loss(
     noise_std: float = 0.0,
     generator: torch.Generator | None = None,
     decoder_jvp: str = "reverse",
-    encoder_mode: str = "vjp",
 ) -> FFFTerms:
     """Free-form flow training loss (see module docstring for the equation).
 
@@ -196,16 +124,12 @@ def fff_loss(
             ``"forward"`` (forward-mode AD, whose primal is the reconstruction). Same values;
             ``scripts/bench_train_step.py`` times both (reverse was faster on CPU for the
             paper's ResNets, where forward-mode AD pays a large per-operation overhead).
-        encoder_mode: ``"vjp"`` (default) or ``"jvp"``: how the encoder's side of the trace
-            term is differentiated (module docstring). Same values and gradients;
-            ``scripts/memory_qm9_step.py`` measures the memory and time of both.
 
     Returns:
         :class:`FFFTerms` with per-sample values.
 
     Raises:
-        ValueError: for a negative ``beta`` or ``noise_std``, an unknown ``decoder_jvp`` or
-            ``encoder_mode``, more
+        ValueError: for a negative ``beta`` or ``noise_std``, an unknown ``decoder_jvp``, more
             Hutchinson vectors than dimensions, or an encoder that changes the shape.
 
     Example:
@@ -231,8 +155,6 @@ def fff_loss(
         raise ValueError(f"beta must be non-negative, got {beta}")
     if decoder_jvp not in ("forward", "reverse"):
         raise ValueError(f"decoder_jvp must be 'forward' or 'reverse', got {decoder_jvp!r}")
-    if encoder_mode not in ("vjp", "jvp"):
-        raise ValueError(f"encoder_mode must be 'vjp' or 'jvp', got {encoder_mode!r}")
     if noise_std < 0:
         raise ValueError(f"noise_std must be non-negative, got {noise_std}")
     if noise_std > 0:
@@ -242,30 +164,34 @@ def fff_loss(
     # else x comes from a differentiable map (e.g. a dequantizer) and keeps its graph: the
     # surrogate's gradient w.r.t. x is then also an unbiased estimate of ∇_x log|det J_f(x)|
 
-    if encoder_mode == "jvp":
-        z, x_hat, trace = _trace_by_encoder_jvp(
-            x,
-            encode,
-            decode,
-            c,
-            layout,
-            hutchinson_samples,
-            hutchinson_sphere,
-            generator,
-            decoder_jvp,
-        )
+    z = encode(x, c, layout)
+    if z.shape != x.shape:
+        raise ValueError(f"encoder must preserve shape: {tuple(x.shape)} -> {tuple(z.shape)}")
+
+    trace = torch.zeros(layout.num_samples(x), dtype=x.dtype, device=x.device)
+    vs = hutchinson_vectors(z, layout, hutchinson_samples, generator, hutchinson_sphere)
+    if decoder_jvp == "forward":
+        x_hat = None
+        jvs = []
+        for v in vs:
+            with fwAD.dual_level():
+                primal, jv = fwAD.unpack_dual(
+                    decode(fwAD.make_dual(z, v), c, layout)
+                )  # g(z), J_g v
+            x_hat = primal if x_hat is None else x_hat
+            jvs.append(jv.detach())
     else:
-        z, x_hat, trace = _trace_by_encoder_vjp(
-            x,
-            encode,
-            decode,
-            c,
-            layout,
-            hutchinson_samples,
-            hutchinson_sphere,
-            generator,
-            decoder_jvp,
-        )
+        # J_g v as the VJP of the VJP ("double-backward trick"): reuses the decoder's plain
+        # forward pass, which the reconstruction needs anyway.
+        x_hat = decode(z, c, layout)
+        u = torch.zeros_like(x_hat, requires_grad=True)
+        (ut_j,) = torch.autograd.grad(x_hat, z, u, create_graph=True)  # u^T J_g, linear in u
+        jvs = [torch.autograd.grad(ut_j, u, v, retain_graph=True)[0] for v in vs]
+        del u, ut_j  # frees the double-backward graph before the encoder's VJPs are built
+    for v, jv in zip(vs, jvs, strict=True):
+        (vjp,) = torch.autograd.grad(z, x, v, create_graph=True)  # v^T J_f(x)
+        trace = trace + layout.dot(vjp, jv) / len(vs)
+
     reconstruction = layout.sum_per_sample((x - x_hat) ** 2)
     log_prob_z = latent.log_prob(z, layout)
     nll_surrogate = -log_prob_z - trace

@@ -85,10 +85,6 @@ class LossConfig:
     hutchinson_sphere: bool = False
     noise_std: float = 0.0
     decoder_jvp: str = "reverse"
-    # the encoder's side of the trace term: "vjp" (reverse mode, keeps a double-backward graph)
-    # or "jvp" (forward mode through the encoder; same values and gradients, less memory:
-    # molfff.fff.loss and scripts/memory_qm9_step.py)
-    encoder_mode: str = "vjp"
 
 
 @dataclass
@@ -215,7 +211,6 @@ CHOICES = {
     "optim.schedule": ("onecycle", "exponential", "constant"),
     "logger.wandb": ("offline", "online", "disabled"),
     "loss.decoder_jvp": ("forward", "reverse"),
-    "loss.encoder_mode": ("vjp", "jvp"),
     "trainer.select_on": ("exact", "estimate"),
 }
 POSITIVE = (

@@ -160,7 +160,6 @@ class FFFModule(SavesClassPath, L.LightningModule):
             noise_std=cfg.noise_std,
             generator=gen,
             decoder_jvp=cfg.decoder_jvp,
-            encoder_mode=cfg.encoder_mode,
         )
         loss = terms.loss.mean()
         self.log_dict(

@@ -144,7 +144,6 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
             hutchinson_sphere=cfg.hutchinson_sphere,
             noise_std=cfg.noise_std,
             decoder_jvp=cfg.decoder_jvp,
-            encoder_mode=cfg.encoder_mode,
         )
         loss = terms["loss"].mean()
         b = mol.num_graphs
