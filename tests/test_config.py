@@ -12,6 +12,19 @@ def test_repo_config_loads_with_fast_preset():
     assert full.trainer.max_epochs > cfg.trainer.max_epochs
 
 
+def test_every_repo_config_loads_with_and_without_its_fast_preset():
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent / "configs"
+    names = [p.relative_to(root).with_suffix("").as_posix() for p in root.rglob("*.yaml")]
+    assert "qm9_small" in names and len(names) > 10
+    for name in names:
+        cfg = load_config(name)
+        assert cfg.name == name or name == "sbi/base"
+        if "fast:" in (root / f"{name}.yaml").read_text():
+            load_config(name, fast=True)
+
+
 def test_overrides_are_typed():
     cfg = build_config({}, ["loss.beta=20", "optim.grad_clip=null", "trainer.devices=2"])
     assert cfg.loss.beta == 20.0 and isinstance(cfg.loss.beta, float)
