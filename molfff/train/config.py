@@ -52,7 +52,9 @@ class ModelConfig:
 
     ``resnet``: ``preset`` (S, L) or ``width``/``blocks``/``pre_layers``/``activation``.
     ``egnn``: ``width`` hidden units, ``blocks`` equivariant blocks; molecules also use
-    ``dequantizer_blocks`` and ``charge_scale`` (dequantized charge = (c + s) / charge_scale).
+    ``dequantizer_blocks`` and ``charge_scale`` (dequantized charge = (c + s) / charge_scale),
+    and ``egnn_normalization_factor``, the divisor Z of the EGNN's neighbour sums (100 in the
+    authors' E-FFF code, which takes EDM's ``EGNN_dynamics_QM9`` default).
 
     ``ema_decay``: keep an exponential moving average of the weights, updated after every
     optimizer step (EDM and GeoLDM use 0.999-0.9999); validation, the "best" checkpoint, the
@@ -71,6 +73,7 @@ class ModelConfig:
     skip: bool = True
     dequantizer_blocks: int = 2
     charge_scale: float = 10.0
+    egnn_normalization_factor: float = 100.0
     ema_decay: float | None = None
 
 
@@ -227,6 +230,7 @@ POSITIVE = (
     "trainer.eval_batch_size",
     "trainer.jacobian_chunk",
     "evaluation.curve_samples",
+    "model.egnn_normalization_factor",
     "trainer.accumulate_grad_batches",
     "trainer.limit_val_batches",
 )
