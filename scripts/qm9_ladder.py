@@ -73,6 +73,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="feature output layer with PyTorch's default init (authors' code), not zero",
     )
     p.add_argument("--hutchinson", type=int, default=1, help="Hutchinson vectors per sample")
+    p.add_argument(
+        "--noise-std",
+        type=float,
+        default=0.0,
+        help="Gaussian noise on the node rows (Å for positions) before encoding (loss.noise_std): "
+        "a memorised molecule is a point, whose likelihood grows without bound as the flow "
+        "contracts onto it; noise bounds it",
+    )
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--hit-rmsd", type=float, default=0.3, help="Å, see the docstring")
@@ -82,8 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("atoms", "molecules", "steps", "batch", "eval_every", "samples", "hutchinson"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.beta <= 0 or args.lr <= 0 or args.normalization_factor <= 0:
-        p.error("--beta, --lr and --normalization-factor must be positive")
+    if args.beta <= 0 or args.lr <= 0 or args.normalization_factor <= 0 or args.noise_std < 0:
+        p.error("--beta, --lr, --normalization-factor must be positive, --noise-std non-negative")
     return args
 
 
@@ -223,7 +231,11 @@ def main(argv=None) -> None:
     start, losses = time.perf_counter(), []
     for step in range(1, args.steps + 1):
         terms = flow.loss(
-            memory.batch(args.batch, g), args.beta, g, hutchinson_samples=args.hutchinson
+            memory.batch(args.batch, g),
+            args.beta,
+            g,
+            hutchinson_samples=args.hutchinson,
+            noise_std=args.noise_std,
         )
         loss = terms["loss"].mean()
         opt.zero_grad(set_to_none=True)

@@ -133,9 +133,14 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
     code = main(["sample", "--n", "2", "--stable-only", "--batch-size", "50"])
     err = capsys.readouterr().err
     if code == 2:  # an untrained model rarely yields stable molecules: a clear message
-        assert "were stable after 200 draws" in err
+        assert "were stable after 200 draws" in err and "--max-draws" in err
     else:
         assert "2 stable molecules from" in err
+    assert main(["sample", "--n", "2", "--stable-only", "--max-draws", "1"]) == 2
+    assert "--max-draws must be at least --n (2), got 1" in capsys.readouterr().err
+    code = main(["sample", "--n", "1", "--stable-only", "--max-draws", "30", "--batch-size", "7"])
+    err = capsys.readouterr().err
+    assert "were stable after 30 draws" in err if code == 2 else "1 stable molecules from" in err
 
 
 @needs_qm9

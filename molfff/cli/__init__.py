@@ -163,6 +163,12 @@ def parser() -> argparse.ArgumentParser:
                 help="molecules: keep sampling until N stable ones exist",
             )
             s.add_argument(
+                "--max-draws",
+                type=int,
+                default=None,
+                help="molecules, with --stable-only: give up after this many draws (default 100 N)",
+            )
+            s.add_argument(
                 "--format",
                 choices=("xyz", "sdf"),
                 default=None,

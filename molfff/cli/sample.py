@@ -26,6 +26,8 @@ def cmd_sample(args) -> int:
 
     if args.n <= 0:
         raise UserError(f"--n must be positive, got {args.n}")
+    if args.max_draws is not None and args.max_draws < args.n:
+        raise UserError(f"--max-draws must be at least --n ({args.n}), got {args.max_draws}")
     config, module, ckpt = load_model(args.checkpoint, Path(args.runs))
     note(f"sampling {args.n} from {ckpt}")
     _note_ema(config)
@@ -36,6 +38,7 @@ def cmd_sample(args) -> int:
         out=Path(args.out) if args.out else None,
         stable_only=args.stable_only,
         format=args.format,
+        max_draws=args.max_draws,
     )
     task = build_task(config.data, config.seed)  # the task says how to sample and write
     samples = task.sample(module, request)

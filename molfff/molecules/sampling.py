@@ -77,7 +77,7 @@ def sample_stable(
                 raise UserError(
                     f"only {len(kept)} of {n} sampled molecules were stable after "
                     f"{drawn} draws; the model is not trained well enough for "
-                    f"--stable-only"
+                    f"--stable-only (allow more draws with --max-draws)"
                 )
             batch, _ = sample_molecules(
                 flow, min(batch_size, max_draws - drawn), seed=seed * 7919 + drawn

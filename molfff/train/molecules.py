@@ -384,6 +384,7 @@ class QM9Task:
             request.stable_only,
             seed=request.seed,
             batch_size=request.batch_size,
+            max_draws=request.max_draws,
             progress=request.progress,
         )
         if request.stable_only:

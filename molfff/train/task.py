@@ -30,6 +30,7 @@ class SampleRequest:
         stable_only: molecules: keep sampling until ``n`` stable ones exist.
         format: output format where a task writes several (e.g. ``xyz``, ``sdf``).
         progress: show a progress bar on stderr.
+        max_draws: molecules, with ``stable_only``: draws at most (None: 100 n).
     """
 
     n: int
@@ -39,6 +40,7 @@ class SampleRequest:
     stable_only: bool = False
     format: str | None = None
     progress: bool = True
+    max_draws: int | None = None
 
 
 @runtime_checkable
