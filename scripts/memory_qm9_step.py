@@ -176,6 +176,7 @@ def main(argv=None) -> None:
         default=[1, 2],
         help="micro-batch counts of the step (trainer.accumulate_grad_batches)",
     )
+    p.add_argument("--steps-only", action="store_true", help="skip the parts, time steps only")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--part", default="step", help=argparse.SUPPRESS)
     p.add_argument("--batch-file", type=Path, help=argparse.SUPPRESS)
@@ -196,7 +197,7 @@ def main(argv=None) -> None:
         encoder_parts = {}
         for blocks in args.blocks:
             print(f"\n{blocks} blocks (encoder and decoder each)")
-            for part in PARTS[:-1]:
+            for part in [] if args.steps_only else PARTS[:-1]:
                 r = run_child(args, part, blocks, args.decoder_jvp[0])
                 print(f"  {part:<16} {r['extra_peak_mib']:9.1f} MiB")
                 if part == "encoder_forward":

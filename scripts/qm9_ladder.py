@@ -89,6 +89,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "a memorised molecule is a point, whose likelihood grows without bound as the flow "
         "contracts onto it; noise bounds it",
     )
+    p.add_argument(
+        "--init",
+        type=Path,
+        default=None,
+        help="start from the weights of an earlier run's flow.pt (same model settings; the "
+        "optimizer starts afresh)",
+    )
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--samples", type=int, default=200)
     p.add_argument("--hit-rmsd", type=float, default=0.3, help="Å, see the docstring")
@@ -276,6 +283,11 @@ def main(argv=None) -> None:
             "zero_init": not args.default_init,
         },
     )
+    if args.init is not None:
+        try:
+            flow.load_state_dict(torch.load(args.init, weights_only=True))
+        except (OSError, RuntimeError) as err:
+            sys.exit(f"--init {args.init}: cannot load these weights into this model ({err})")
     opt = torch.optim.Adam(flow.parameters(), lr=args.lr)
     args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "ladder.jsonl"
