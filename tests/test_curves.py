@@ -31,3 +31,25 @@ def test_plot_writes_a_png_or_nothing(tmp_path):
     out = plot_curves(tmp_path)
     assert out == tmp_path / "curves.png"
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_sample_curve_of_a_resumed_run_keeps_the_last_point_of_each_step(tmp_path):
+    import json
+
+    from molfff.train.sample_curve import plot_sample_curve, read_sample_curve
+
+    path = tmp_path / "sample_curve.jsonl"
+    assert read_sample_curve(path) == [] and plot_sample_curve(path) is None
+    rows = [
+        {"step": 600, "minutes": 10.0, "samples": 5, "raw": {"atom_stability": 0.2}},
+        {"step": 1200, "minutes": 20.0, "samples": 5, "raw": {"atom_stability": 0.3}},
+        # a resumed run repeats step 1200 (after its last checkpoint) and goes on
+        {"step": 1200, "minutes": 21.0, "samples": 5, "raw": {"atom_stability": 0.35}},
+        {"step": 1800, "minutes": 31.0, "samples": 5, "raw": {"atom_stability": 0.4}},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = read_sample_curve(path)
+    assert [r["step"] for r in got] == [600, 1200, 1800]
+    assert got[1]["raw"]["atom_stability"] == 0.35
+    png = plot_sample_curve(path, "qm9: ")
+    assert png == tmp_path / "sample_curve.png" and png.stat().st_size > 0
