@@ -14,13 +14,12 @@ copies, and at regular steps measures what the surrogate loss cannot show:
   memorised molecules goes);
 - composition of the sampled atoms (H, C, N, O, F shares) against the training molecules', and
   the share of samples whose atom types, as a multiset, are those of a training molecule;
-- what the likelihood has learned about types, whatever the samples' geometry: at the first
-  training molecule's own positions, the exact NLL of its true atom types against every
-  assignment that changes one atom's type (4n alternatives, each a 4-draw importance-weighted
-  bound), as ``p_true_types``, the probability of the true types among these 4n + 1
-  (alternatives whose preimage Newton did not find are left out). Not 1/(4n+1) before training:
-  the untrained flow's density already prefers small dequantized charges (light atoms); the
-  first line, at step 0, is the untrained model;
+- whether the encoder maps the data onto the latent N(0, I), which samples are drawn from: the
+  standard deviation of ``z = f(x)`` over 256 rotated, dequantized copies of the training
+  molecules, separately for the position, atom-type and charge columns (1 when the model fits;
+  below 1, samples come from latent regions the data never reach), and the cycle error
+  ``||f(g(z)) - z||`` (RMS) for ``z ~ N(0, I)``, next to ``||g(f(x)) - x||`` at the data: where
+  encoder and decoder disagree off the data, samples are not what the likelihood has learned;
 - the exact NLL given n (nats per molecule, the density of the model that samples, one
   dequantization draw; :meth:`MoleculeFlow.nll`) of the training molecules, with the paper's
   estimate and the reconstruction error next to it.
@@ -94,7 +93,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="start from the weights of an earlier run's flow.pt (same model settings; the "
-        "optimizer starts afresh)",
+        "optimizer starts afresh, and its first steps shake the model)",
     )
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--samples", type=int, default=200)
@@ -165,32 +164,23 @@ class Memory:
         )
 
 
-def true_type_probability(flow: MoleculeFlow, memory: Memory, g: torch.Generator) -> float:
-    """p(true types) among the true types and all single-atom changes, at the first training
-    molecule's positions (see the module docstring)."""
-    true = memory.types[0]  # (n,)
-    variants = [true]
-    for i in range(memory.n):
-        for k in range(len(ATOM_TYPES)):
-            if k != int(true[i]):
-                t = true.clone()
-                t[i] = k
-                variants.append(t)
-    types = torch.stack(variants)  # (V, n)
-    v = len(variants)
-    mol = MoleculeBatch(
-        memory.pos[0].repeat(v, 1),
-        torch.nn.functional.one_hot(types.reshape(-1), len(ATOM_TYPES)).float(),
-        torch.as_tensor(ATOM_TYPES, dtype=torch.float32)[types.reshape(-1)][:, None],
-        torch.arange(v).repeat_interleave(memory.n),
-        v,
-    )
-    draws = torch.stack([flow.nll(mol, g)["nll_given_n_exact"] for _ in range(4)])  # (4, V)
-    draws = torch.nan_to_num(draws, nan=float("inf"))  # no preimage found: left out
-    log_w = torch.logsumexp(-draws, 0) - math.log(len(draws))  # importance-weighted bound
-    if not torch.isfinite(log_w[0]):
-        return float("nan")
-    return float(torch.softmax(log_w, 0)[0])
+@torch.no_grad()
+def latent_fit(flow: MoleculeFlow, memory: Memory, g: torch.Generator) -> dict:
+    """Std of f(x) per column group over 256 copies, and cycle errors (module docstring)."""
+    mol = memory.batch(256, g)
+    x, _, layout = flow.dequantize(mol, g)
+    z = flow.flow.encoder(x, None, layout)
+    k = len(ATOM_TYPES)
+    zs = layout.randn(x, generator=g)
+    cycle = flow.flow.encoder(flow.flow.decoder(zs, None, layout), None, layout) - zs
+    at_data = flow.flow.decoder(z, None, layout) - x
+    return {
+        "latent_std_pos": float(z[:, :3].std()),
+        "latent_std_types": float(z[:, 3 : 3 + k].std()),
+        "latent_std_charge": float(z[:, 3 + k].std()),
+        "cycle_rms_latent": float(cycle.pow(2).mean().sqrt()),
+        "cycle_rms_data": float(at_data.pow(2).mean().sqrt()),
+    }
 
 
 def composition(zs: list[np.ndarray]) -> dict[str, float]:
@@ -222,7 +212,11 @@ def measure(flow: MoleculeFlow, memory: Memory, args, g: torch.Generator) -> dic
     rmsd = np.array(rmsd)
     formulas = {tuple(sorted(zs.tolist())) for _, zs in memory.mols}
     out["composition_match"] = float(np.mean([tuple(sorted(zi.tolist())) in formulas for zi in z]))
-    out["p_true_types"] = true_type_probability(flow, memory, g)
+    right_geometry = rmsd < args.hit_rmsd
+    out["types_right_given_geometry"] = (
+        float(np.mean(np.array(agree)[right_geometry] == 1.0)) if right_geometry.any() else None
+    )
+    out.update(latent_fit(flow, memory, g))
     out.update(
         rmsd_median=float(np.median(rmsd)),
         rmsd_q10=float(np.quantile(rmsd, 0.1)),
@@ -246,6 +240,8 @@ def measure(flow: MoleculeFlow, memory: Memory, args, g: torch.Generator) -> dic
 
 def report(row: dict, log: Path, k: int, flow: MoleculeFlow, args) -> None:
     """Append the evaluation to the log, print it, and keep the weights."""
+    right = row["types_right_given_geometry"]
+    right = "n/a (no sample has it)" if right is None else f"{right:.3f}"
     with log.open("a") as f:
         f.write(json.dumps(row) + "\n")
     torch.save(flow.state_dict(), args.out / "flow.pt")  # kept if a later step fails
@@ -255,7 +251,10 @@ def report(row: dict, log: Path, k: int, flow: MoleculeFlow, args) -> None:
         f"validity {row.get('validity', float('nan')):.3f}, median RMSD to nearest "
         f"training molecule {row['rmsd_median']:.3f} Å, type agreement "
         f"{row['type_agreement']:.3f}, right composition {row['composition_match']:.3f}, "
-        f"p(true types | true positions) {row['p_true_types']:.3f}, samples that are a "
+        f"all types right where the geometry is {right}, latent std "
+        f"of the data pos/types/charge {row['latent_std_pos']:.2f}/"
+        f"{row['latent_std_types']:.2f}/{row['latent_std_charge']:.2f}, cycle RMS off/at the "
+        f"data {row['cycle_rms_latent']:.3f}/{row['cycle_rms_data']:.1e}, samples that are a "
         f"training molecule {row['hit_share']:.3f} ({row['molecules_hit']}/{k} molecules "
         f"hit), exact NLL given n {row['nll_given_n_exact']} nats/molecule, reconstruction "
         f"{row['reconstruction']:.2e}",
