@@ -12,6 +12,7 @@ result is a plain :class:`Config` dataclass (``OmegaConf.to_object``).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -378,14 +379,14 @@ def validate(config: Config) -> None:
         value = _get(config, key)
         if value not in allowed:
             raise UserError(f"config key {key}: {value!r} is not one of {', '.join(allowed)}")
-    for key in POSITIVE:
+    for key in POSITIVE:  # finite: nan passes `value <= 0`, and inf is no setting either
         value = _get(config, key)
-        if value is not None and value <= 0:
-            raise UserError(f"config key {key} must be positive, got {value}")
+        if value is not None and not 0 < value < math.inf:
+            raise UserError(f"config key {key} must be positive and finite, got {value}")
     for key in NON_NEGATIVE:
         value = _get(config, key)
-        if value < 0:
-            raise UserError(f"config key {key} must be non-negative, got {value}")
+        if not 0 <= value < math.inf:
+            raise UserError(f"config key {key} must be non-negative and finite, got {value}")
     interval = config.trainer.val_check_interval
     if interval is not None and interval <= 0:
         raise UserError(f"config key trainer.val_check_interval must be positive, got {interval}")
