@@ -67,3 +67,24 @@ def test_bad_shapes_are_rejected():
         match(np.zeros((3, 3)), np.zeros((4, 3)))
     with pytest.raises(ValueError, match=r"\(n, 3\)"):
         match(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_positions_are_rejected(bad):
+    pos = np.eye(3)
+    broken = pos.copy()
+    broken[1, 2] = bad
+    for a, b in ((broken, pos), (pos, broken)):
+        with pytest.raises(ValueError, match="finite"):
+            match(a, b)
+
+
+def test_at_least_one_assignment_is_made():
+    with pytest.raises(ValueError, match="iterations"):
+        match(np.eye(3), np.eye(3), iterations=0)
+
+
+def test_one_and_two_atoms_and_coincident_atoms():
+    assert match([[1, 2, 3]], [[4, 5, 6]]).rmsd == 0.0  # integers are positions too
+    assert match([[0, 0, 0], [1, 0, 0]], [[2, 0, 0], [2, 1, 0]]).rmsd < 1e-12
+    assert match(np.zeros((4, 3)), np.zeros((4, 3))).rmsd == 0.0

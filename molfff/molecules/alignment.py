@@ -71,7 +71,8 @@ def match(
         The :class:`Match` of least RMSD over the starts (see the module docstring).
 
     Raises:
-        ValueError: if the arrays are not ``(n, 3)`` of one size ``n >= 1``.
+        ValueError: if the arrays are not ``(n, 3)`` of one size ``n >= 1``, hold NaN or
+            infinite coordinates, or ``iterations < 1``.
     """
     from scipy.optimize import linear_sum_assignment
 
@@ -79,6 +80,10 @@ def match(
     b = np.asarray(pos_b, dtype=np.float64)
     if a.ndim != 2 or a.shape[1] != 3 or a.shape != b.shape or len(a) == 0:
         raise ValueError(f"need two (n, 3) position arrays, got {a.shape} and {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ValueError("positions must be finite (got NaN or infinite coordinates)")
+    if iterations < 1:  # without one assignment the atoms would be compared in input order
+        raise ValueError(f"iterations must be at least 1, got {iterations}")
     a = a - a.mean(0)
     b = b - b.mean(0)
     fa, fb = _principal_frame(a), _principal_frame(b)
