@@ -57,8 +57,15 @@ DEFAULT_MOLECULE = 44356
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--atoms", type=int, default=9, help="molecule size n (default 9)")
-    p.add_argument("--molecules", type=int, default=1, help="K training molecules of size n")
+    p.add_argument(
+        "--atoms", type=int, default=None, help="molecule size n (default 9, or --index's)"
+    )
+    p.add_argument(
+        "--molecules",
+        type=int,
+        default=None,
+        help="K training molecules of size n (default 1, or as many as --index names)",
+    )
     p.add_argument(
         "--index",
         type=int,
@@ -102,10 +109,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
     for name in ("atoms", "molecules", "steps", "batch", "eval_every", "samples", "hutchinson"):
-        if getattr(args, name) < 1:
+        value = getattr(args, name)
+        if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.beta <= 0 or args.lr <= 0 or args.normalization_factor <= 0 or args.noise_std < 0:
-        p.error("--beta, --lr, --normalization-factor must be positive, --noise-std non-negative")
+    if args.index:  # --atoms is checked against the molecules' size once they are loaded
+        if args.molecules is not None and args.molecules != len(args.index):
+            p.error(f"--molecules {args.molecules} disagrees with the {len(args.index)} --index")
+    else:
+        args.atoms = 9 if args.atoms is None else args.atoms
+        args.molecules = 1 if args.molecules is None else args.molecules
+    positive = {"beta": args.beta, "lr": args.lr, "hit-rmsd": args.hit_rmsd}
+    positive["normalization-factor"] = args.normalization_factor
+    for name, value in positive.items():
+        if not 0 < value < math.inf:  # nan fails this too
+            p.error(f"--{name} must be positive and finite, got {value}")
+    if not 0 <= args.noise_std < math.inf:
+        p.error(f"--noise-std must be non-negative and finite, got {args.noise_std}")
     return args
 
 
@@ -264,11 +283,15 @@ def report(row: dict, log: Path, k: int, flow: MoleculeFlow, args) -> None:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    try:  # before the data and the model: a bad --out fails at once
+        args.out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        sys.exit(f"--out {args.out}: cannot create this folder ({err.strerror})")
     torch.manual_seed(args.seed)
     train = load_qm9("train")
     idx = pick_molecules(args, train)
     memory = Memory(train, idx)
-    if memory.n != args.atoms and not args.index:
+    if args.atoms is not None and memory.n != args.atoms:
         sys.exit(f"molecule {idx[0]} has {memory.n} atoms, not --atoms {args.atoms}")
     p_n = torch.zeros(memory.n + 1)
     p_n[memory.n] = 1.0
@@ -283,12 +306,13 @@ def main(argv=None) -> None:
         },
     )
     if args.init is not None:
-        try:
+        try:  # unreadable, not a torch file, not a state dict, or another model's
             flow.load_state_dict(torch.load(args.init, weights_only=True))
-        except (OSError, RuntimeError) as err:
-            sys.exit(f"--init {args.init}: cannot load these weights into this model ({err})")
+        except Exception as err:  # noqa: BLE001 (pickle, zip, EOF, type errors alike)
+            why = str(err).strip() or type(err).__name__
+            why = why if len(why) < 500 else why[:500] + " ..."
+            sys.exit(f"--init {args.init}: cannot load these weights into this model ({why})")
     opt = torch.optim.Adam(flow.parameters(), lr=args.lr)
-    args.out.mkdir(parents=True, exist_ok=True)
     log = args.out / "ladder.jsonl"
     log.write_text("")
     smiles = None if train.smiles is None else [str(train.smiles[i]) for i in idx]

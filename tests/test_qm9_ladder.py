@@ -1,0 +1,68 @@
+"""scripts/qm9_ladder.py: bad arguments end with a message, not a traceback."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "qm9_ladder.py"
+spec = importlib.util.spec_from_file_location("qm9_ladder", SCRIPT)
+ladder = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(ladder)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--noise-std", "nan"], "--noise-std must be non-negative and finite"),
+        (["--noise-std", "-1"], "--noise-std must be non-negative and finite"),
+        (["--beta", "nan"], "--beta must be positive and finite"),
+        (["--lr", "inf"], "--lr must be positive and finite"),
+        (["--hit-rmsd", "-1"], "--hit-rmsd must be positive"),
+        (["--normalization-factor", "0"], "--normalization-factor must be positive"),
+        (["--steps", "0"], "--steps must be at least 1"),
+        (["--molecules", "2", "--index", "5"], "--molecules 2 disagrees with the 1 --index"),
+    ],
+)
+def test_bad_arguments_are_refused(argv, message, tmp_path, capsys):
+    with pytest.raises(SystemExit) as err:
+        ladder.parse_args(["--out", str(tmp_path), *argv])
+    assert err.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_defaults_and_index():
+    args = ladder.parse_args(["--out", "x"])
+    assert (args.atoms, args.molecules) == (9, 1)
+    args = ladder.parse_args(["--out", "x", "--index", "3", "4"])
+    assert args.atoms is None and args.molecules is None  # taken from the molecules
+
+
+def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(SystemExit, match="--out .*cannot create"):
+        ladder.main(["--out", str(blocker / "sub")])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("qm9pack") is None, reason="needs qm9pack")
+@pytest.mark.parametrize("content", ["garbage", "", "tensor", "list", "other keys"])
+def test_a_bad_init_file_is_refused_with_a_message(content, tmp_path):
+    init = tmp_path / "flow.pt"
+    if content == "tensor":
+        torch.save(torch.zeros(3), init)
+    elif content == "list":
+        torch.save([1, 2], init)
+    elif content == "other keys":
+        torch.save({"a": torch.zeros(3)}, init)
+    else:
+        init.write_text(content)
+    argv = ["--out", str(tmp_path / "out"), "--init", str(init), "--blocks", "1", "--width", "8"]
+    with pytest.raises(SystemExit, match="cannot load these weights"):
+        ladder.main(argv)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("qm9pack") is None, reason="needs qm9pack")
+def test_atoms_must_match_the_index_molecules(tmp_path):
+    with pytest.raises(SystemExit, match="has 9 atoms, not --atoms 5"):
+        ladder.main(["--out", str(tmp_path), "--index", "44356", "--atoms", "5"])
