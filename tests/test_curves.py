@@ -53,3 +53,23 @@ def test_sample_curve_of_a_resumed_run_keeps_the_last_point_of_each_step(tmp_pat
     assert got[1]["raw"]["atom_stability"] == 0.35
     png = plot_sample_curve(path, "qm9: ")
     assert png == tmp_path / "sample_curve.png" and png.stat().st_size > 0
+
+
+def test_sample_curve_points_are_optimizer_steps_with_micro_batches(tmp_path):
+    """With accumulate_grad_batches=2 two batches end at each global step, the first two
+    before any optimizer step: one point per step, none at step 0."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from molfff.train.sample_curve import SampleCurve, read_sample_curve
+
+    path = tmp_path / "sample_curve.jsonl"
+    curve = SampleCurve(lambda module: {"atom_stability": 0.5}, 1, path, samples=3)
+    module = torch.nn.Linear(1, 1)
+    trainer = SimpleNamespace(global_step=0, is_global_zero=True, callbacks=[], loggers=[])
+    curve.on_train_start(trainer, module)
+    for batch_idx, step in enumerate([0, 0, 1, 1, 2, 2]):  # global_step at each batch end
+        trainer.global_step = step
+        curve.on_train_batch_end(trainer, module, None, None, batch_idx)
+    assert [r["step"] for r in read_sample_curve(path)] == [1, 2]

@@ -130,7 +130,9 @@ class SampleCurve(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
-        if step == self._last_step or step % self.every or not trainer.is_global_zero:
+        # step 0: micro-batches (trainer.accumulate_grad_batches) before the first optimizer
+        # step end batches too; without them no batch ends at step 0
+        if step in (0, self._last_step) or step % self.every or not trainer.is_global_zero:
             return
         self._last_step = step
         minutes = self._offset + (time.perf_counter() - self._start) / 60
