@@ -112,6 +112,8 @@ def test_bad_configs_and_flags(tmp_path, monkeypatch, capsys):
     _expect_error(["train", "toy2d", "data.density=spiral"], "unknown 2-D density", capsys)
     _expect_error(["train", "nowhere", "--resume"], "--resume needs a run folder", capsys)
     _expect_error(["sample", "--n", "0"], "--n must be positive", capsys)
+    _expect_error(["sample", "--batch-size", "0"], "--batch-size must be positive", capsys)
+    _expect_error(["sample", "--max-draws", "500"], "applies with --stable-only", capsys)
     assert not (tmp_path / "runs").exists()  # nothing was written by the failed commands
 
 

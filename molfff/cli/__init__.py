@@ -154,7 +154,11 @@ def parser() -> argparse.ArgumentParser:
         s.add_argument("--runs", default="runs", help="where runs live (default: runs)")
         if name == "sample":
             s.add_argument("--n", type=int, default=1000, help="number of samples")
-            s.add_argument("--out", default=None, help=".csv or .npy file (default: CSV on stdout)")
+            s.add_argument(
+                "--out",
+                default=None,
+                help=".csv or .npy file; molecules: .xyz or .sdf (default: stdout)",
+            )
             s.add_argument("--seed", type=int, default=0)
             s.add_argument("--batch-size", type=int, default=1000)
             s.add_argument(

@@ -26,6 +26,10 @@ def cmd_sample(args) -> int:
 
     if args.n <= 0:
         raise UserError(f"--n must be positive, got {args.n}")
+    if args.batch_size <= 0:  # molecule sampling would loop for ever
+        raise UserError(f"--batch-size must be positive, got {args.batch_size}")
+    if args.max_draws is not None and not args.stable_only:
+        raise UserError("--max-draws applies with --stable-only only")
     if args.max_draws is not None and args.max_draws < args.n:
         raise UserError(f"--max-draws must be at least --n ({args.n}), got {args.max_draws}")
     config, module, ckpt = load_model(args.checkpoint, Path(args.runs))

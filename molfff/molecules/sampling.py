@@ -62,6 +62,8 @@ def sample_stable(
 
     from molfff.molecules.metrics import is_stable
 
+    if batch_size < 1:  # no draws would be made, for ever
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     max_draws = 100 * n if max_draws is None else max_draws
     kept: list[Molecule] = []
     drawn = 0
