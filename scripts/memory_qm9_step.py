@@ -182,6 +182,12 @@ def main(argv=None) -> None:
     p.add_argument("--batch-file", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--blocks-one", type=int, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if min(args.blocks) < 1 or args.width < 1 or args.batch < 1:
+        p.error("--blocks, --width and --batch must be at least 1")
+    if args.repeats < 0:
+        p.error(f"--repeats must be non-negative, got {args.repeats}")
+    if not all(1 <= k <= args.batch for k in args.micro_batches):  # each needs a molecule
+        p.error(f"--micro-batches must be between 1 and --batch ({args.batch})")
     if args.child:
         args.micro_batches = args.micro_batches[0]
         args.decoder_jvp = args.decoder_jvp[0]

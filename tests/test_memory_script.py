@@ -1,0 +1,28 @@
+"""scripts/memory_qm9_step.py: bad arguments end with a message, not a child's traceback."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "memory_qm9_step.py"
+spec = importlib.util.spec_from_file_location("memory_qm9_step", SCRIPT)
+memory = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(memory)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--repeats", "-1"], "--repeats must be non-negative"),
+        (["--batch", "0"], "must be at least 1"),
+        (["--blocks", "0"], "must be at least 1"),
+        (["--width", "0"], "must be at least 1"),
+        (["--micro-batches", "0"], "--micro-batches must be between 1 and --batch (4)"),
+        (["--micro-batches", "5"], "--micro-batches must be between 1 and --batch (4)"),
+    ],
+)
+def test_bad_arguments_are_refused(argv, message, capsys):
+    with pytest.raises(SystemExit) as err:
+        memory.main(["--batch", "4", "--blocks", "1", *argv])
+    assert err.value.code == 2 and message in capsys.readouterr().err
