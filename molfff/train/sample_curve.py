@@ -4,13 +4,15 @@ For generative models of molecules the validation NLL says little about whether 
 chemically right, so :class:`SampleCurve` scores samples every ``evaluation.curve_every_n_steps``
 optimizer steps: of the training weights ("raw") and, when ``model.ema_decay`` is set, of the
 exponential moving average ("ema", the weights EDM and GeoLDM sample from). Each point is one
-JSON line in ``RUN/sample_curve.jsonl`` (step, wall-clock minutes of training, the scores),
+JSON line in ``RUN/sample_curve.jsonl`` (step, wall-clock minutes since training started,
+validation and earlier points included, and the scores),
 is logged to the run's loggers as ``samples_raw/*`` and ``samples_ema/*``, and redrawn into
 ``RUN/sample_curve.png``. The same seed draws every point, so points differ by the weights only.
 
 Scoring runs on global rank 0 at the end of a training batch, where the module holds the training
 weights and the EMA callback's copy holds the average (Lightning swaps them only during
-validation). A resumed run appends to the same file; its minutes continue from the last point.
+validation). A resumed run appends to the same file; its minutes continue from the last point
+(the time between the last checkpoint and the interruption is counted twice).
 """
 
 from __future__ import annotations
