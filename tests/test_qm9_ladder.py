@@ -66,3 +66,14 @@ def test_a_bad_init_file_is_refused_with_a_message(content, tmp_path):
 def test_atoms_must_match_the_index_molecules(tmp_path):
     with pytest.raises(SystemExit, match="has 9 atoms, not --atoms 5"):
         ladder.main(["--out", str(tmp_path), "--index", "44356", "--atoms", "5"])
+
+
+def test_latent_fit_script_refuses_a_missing_run_with_a_message(tmp_path):
+    path = SCRIPT.parent / "qm9_latent_fit.py"
+    spec_fit = importlib.util.spec_from_file_location("qm9_latent_fit", path)
+    fit = importlib.util.module_from_spec(spec_fit)
+    spec_fit.loader.exec_module(fit)
+    with pytest.raises(SystemExit, match="does not exist"):
+        fit.main([str(tmp_path / "no_such_run")])
+    with pytest.raises(SystemExit):
+        fit.main([str(tmp_path), "--n", "0"])

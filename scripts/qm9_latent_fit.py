@@ -1,0 +1,87 @@
+"""Does a trained QM9 model's encoder map the data onto N(0, I), where samples are drawn from?
+
+Samples are ``g(z)`` with ``z ~ N(0, I)``; they look like the data only where the encoder's image
+of the data, ``z = f(x)``, is distributed like N(0, I). This script encodes ``--n`` dequantized
+molecules of a split and prints, for the position, atom-type and charge columns of ``z``, the mean
+and standard deviation (0 and 1 when the model fits), the mean type columns of ``v`` and ``z``
+per element, the share of atoms whose type ``g(f(x))`` gives back, and the composition of the
+data next to that of ``--n`` samples.
+
+    python scripts/qm9_latent_fit.py runs/qm9_small/<run>            # best checkpoint
+    python scripts/qm9_latent_fit.py runs/qm9_small/<run>/checkpoints/last.ckpt --n 512
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+ELEMENTS = ("H", "C", "N", "O", "F")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("run", type=Path, help="run folder or checkpoint file")
+    p.add_argument("--n", type=int, default=256, help="molecules encoded and sampled")
+    p.add_argument("--split", choices=("train", "val", "test"), default="val")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+    if args.n < 1:
+        p.error("--n must be at least 1")
+    from torch_geometric.loader import DataLoader
+
+    from molfff.errors import UserError
+    from molfff.molecules.flow import MoleculeBatch
+    from molfff.train.runs import load_model
+    from molfff.train.tasks import build_task
+
+    try:
+        config, module, ckpt = load_model(args.run, Path("runs"))
+    except UserError as err:
+        sys.exit(f"error: {err}")
+    if config.data.name != "qm9":
+        sys.exit(f"error: {ckpt} is a {config.data.name} model, not a QM9 one")
+    flow = module.flow.eval()
+    data = build_task(config.data, config.seed).pyg(args.split)[: args.n]
+    mol = MoleculeBatch.from_pyg(next(iter(DataLoader(data, batch_size=len(data)))))
+    g = torch.Generator().manual_seed(args.seed)
+    k = len(ELEMENTS)
+    with torch.no_grad():
+        x, _, layout = flow.dequantize(mol, g)
+        z = flow.flow.encoder(x, None, layout)
+        back = flow.flow.decoder(z, None, layout)
+        samples = flow.sample(len(data), g)
+    types = mol.one_hot.argmax(1)
+    print(f"{ckpt}: {len(data)} {args.split} molecules, {len(types)} atoms")
+    for name, cols in (("positions", slice(0, 3)), ("types", slice(3, 3 + k))):
+        zc = z[:, cols]
+        print(
+            f"z of the data, {name} columns: mean {zc.mean(0).numpy().round(2)}, "
+            f"std {zc.std(0).numpy().round(2)} (a fit: 0 and 1)"
+        )
+    zc = z[:, 3 + k]
+    print(f"z of the data, charge column: mean {zc.mean():.2f}, std {zc.std():.2f}")
+    for i, element in enumerate(ELEMENTS):
+        rows = types == i
+        if rows.any():
+            print(
+                f"  {element}: mean v {x[rows, 3 : 3 + k].mean(0).numpy().round(2)}, "
+                f"mean z {z[rows, 3 : 3 + k].mean(0).numpy().round(2)}"
+            )
+    right = (back[:, 3 : 3 + k].argmax(1) == types).float().mean()
+    print(f"atoms whose type g(f(x)) gives back: {100 * float(right):.1f} %")
+    data_share = torch.bincount(types, minlength=k).float() / len(types)
+    sample_share = torch.bincount(samples.one_hot.argmax(1), minlength=k).float()
+    sample_share /= len(samples.batch)
+    for name, share in (("data", data_share), ("samples", sample_share)):
+        text = ", ".join(
+            f"{e} {100 * float(s):.1f} %" for e, s in zip(ELEMENTS, share, strict=True)
+        )
+        print(f"composition of the {name}: {text}")
+
+
+if __name__ == "__main__":
+    main()
