@@ -47,6 +47,7 @@ import torch
 
 from molfff.molecules import ATOM_TYPES
 from molfff.molecules.alignment import match, type_agreement
+from molfff.molecules.elements import SYMBOL_OF_Z
 from molfff.molecules.flow import MoleculeBatch, MoleculeFlow
 from molfff.molecules.metrics import evaluate
 from molfff.molecules.qm9 import load_qm9
@@ -204,8 +205,7 @@ def latent_fit(flow: MoleculeFlow, memory: Memory, g: torch.Generator) -> dict:
 
 def composition(zs: list[np.ndarray]) -> dict[str, float]:
     allz = np.concatenate(zs)
-    names = {1: "H", 6: "C", 7: "N", 8: "O", 9: "F"}
-    return {names[z]: round(float((allz == z).mean()), 4) for z in ATOM_TYPES}
+    return {SYMBOL_OF_Z[z]: round(float((allz == z).mean()), 4) for z in ATOM_TYPES}
 
 
 @torch.no_grad()

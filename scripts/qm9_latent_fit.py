@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-ELEMENTS = ("H", "C", "N", "O", "F")
+from molfff.molecules.elements import ELEMENTS
 
 
 def main(argv=None) -> None:
