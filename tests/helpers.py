@@ -1,4 +1,19 @@
-"""Shared settings for tests that train: small, quiet, no W&B."""
+"""Shared settings for tests that train: small, quiet, no W&B; and scripts loaded as modules."""
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/<name>.py`` imported as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 QUIET = ["logger.wandb=disabled", "trainer.progress_bar=false", "trainer.accelerator=cpu"]
 

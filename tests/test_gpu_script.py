@@ -2,15 +2,13 @@
 
 import importlib.util
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "gpu_qm9.py"
-spec = importlib.util.spec_from_file_location("gpu_qm9", SCRIPT)
-gpu_qm9 = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(gpu_qm9)
+from tests.helpers import load_script
+
+gpu_qm9 = load_script("gpu_qm9")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without CUDA")

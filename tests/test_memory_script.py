@@ -1,14 +1,10 @@
 """scripts/memory_qm9_step.py: bad arguments end with a message, not a child's traceback."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "memory_qm9_step.py"
-spec = importlib.util.spec_from_file_location("memory_qm9_step", SCRIPT)
-memory = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(memory)
+from tests.helpers import load_script
+
+memory = load_script("memory_qm9_step")
 
 
 @pytest.mark.parametrize(

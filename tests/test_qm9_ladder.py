@@ -1,15 +1,13 @@
 """scripts/qm9_ladder.py: bad arguments end with a message, not a traceback."""
 
 import importlib.util
-from pathlib import Path
 
 import pytest
 import torch
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "qm9_ladder.py"
-spec = importlib.util.spec_from_file_location("qm9_ladder", SCRIPT)
-ladder = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(ladder)
+from tests.helpers import load_script
+
+ladder = load_script("qm9_ladder")
 
 
 @pytest.mark.parametrize(
@@ -69,10 +67,7 @@ def test_atoms_must_match_the_index_molecules(tmp_path):
 
 
 def test_latent_fit_script_refuses_a_missing_run_with_a_message(tmp_path):
-    path = SCRIPT.parent / "qm9_latent_fit.py"
-    spec_fit = importlib.util.spec_from_file_location("qm9_latent_fit", path)
-    fit = importlib.util.module_from_spec(spec_fit)
-    spec_fit.loader.exec_module(fit)
+    fit = load_script("qm9_latent_fit")
     with pytest.raises(SystemExit, match="does not exist"):
         fit.main([str(tmp_path / "no_such_run")])
     with pytest.raises(SystemExit):
