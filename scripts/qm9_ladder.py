@@ -87,6 +87,25 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="feature output layer with PyTorch's default init (authors' code), not zero",
     )
+    p.add_argument(
+        "--charge-scale",
+        type=float,
+        default=10.0,
+        help="dequantized charge is (c + s) / a (model.charge_scale; 1 = raw atomic numbers, as "
+        "in the authors' code)",
+    )
+    p.add_argument(
+        "--type-offset",
+        type=float,
+        default=0.0,
+        help="q's type means start at this times the one-hot (model.type_offset)",
+    )
+    p.add_argument(
+        "--dequantizer-lr",
+        type=float,
+        default=None,
+        help="learning rate of q (default --lr; 0 keeps q at its start)",
+    )
     p.add_argument("--hutchinson", type=int, default=1, help="Hutchinson vectors per sample")
     p.add_argument(
         "--noise-std",
@@ -121,9 +140,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.molecules = 1 if args.molecules is None else args.molecules
     positive = {"beta": args.beta, "lr": args.lr, "hit-rmsd": args.hit_rmsd}
     positive["normalization-factor"] = args.normalization_factor
+    positive["charge-scale"] = args.charge_scale
     for name, value in positive.items():
         if not 0 < value < math.inf:  # nan fails this too
             p.error(f"--{name} must be positive and finite, got {value}")
+    if args.dequantizer_lr is not None and not 0 <= args.dequantizer_lr < math.inf:
+        p.error(f"--dequantizer-lr must be non-negative and finite, got {args.dequantizer_lr}")
+    if not math.isfinite(args.type_offset):
+        p.error(f"--type-offset must be finite, got {args.type_offset}")
     if not 0 <= args.noise_std < math.inf:
         p.error(f"--noise-std must be non-negative and finite, got {args.noise_std}")
     return args
@@ -300,6 +324,8 @@ def main(argv=None) -> None:
         p_n,
         hidden=args.width,
         blocks=args.blocks,
+        charge_scale=args.charge_scale,
+        type_offset=args.type_offset,
         egnn={
             "normalization_factor": args.normalization_factor,
             "zero_init": not args.default_init,
@@ -312,7 +338,13 @@ def main(argv=None) -> None:
             why = str(err).strip() or type(err).__name__
             why = why if len(why) < 500 else why[:500] + " ..."
             sys.exit(f"--init {args.init}: cannot load these weights into this model ({why})")
-    opt = torch.optim.Adam(flow.parameters(), lr=args.lr)
+    q_lr = args.lr if args.dequantizer_lr is None else args.dequantizer_lr
+    opt = torch.optim.Adam(
+        [
+            {"params": flow.flow.parameters(), "lr": args.lr},
+            {"params": flow.dequantizer.parameters(), "lr": q_lr},
+        ]
+    )
     log = args.out / "ladder.jsonl"
     log.write_text("")
     smiles = None if train.smiles is None else [str(train.smiles[i]) for i in idx]

@@ -48,6 +48,7 @@ def test_overrides_are_typed():
         (["model.egnn_normalization_factor=nan"], "egnn_normalization_factor must be positive"),
         (["model.egnn_normalization_factor=inf"], "egnn_normalization_factor must be positive"),
         (["optim.lr=nan"], "optim.lr must be positive and finite"),
+        (["model.type_offset=nan"], "model.type_offset must be finite"),
         (["loss.noise_std=nan"], "loss.noise_std must be non-negative and finite"),
         (["loss.beta=inf"], "loss.beta must be non-negative and finite"),
         (["logger.wandb=maybe"], "logger.wandb"),

@@ -202,9 +202,10 @@ def test_ordinal_density_integrates_to_one(scale, margin):
 
 
 @pytest.mark.usefixtures("float64")
-def test_log_q_matches_log_prob_and_the_parts():
+@pytest.mark.parametrize("type_offset", [0.0, 3.0])
+def test_log_q_matches_log_prob_and_the_parts(type_offset):
     torch.manual_seed(0)
-    deq = _perturbed(Dequantizer(K, charge_scale=10.0, **SMALL))
+    deq = _perturbed(Dequantizer(K, charge_scale=10.0, type_offset=type_offset, **SMALL))
     pos, one_hot, charge, batch = _molecules()
     eps = torch.randn(pos.shape[0], K + 1, generator=torch.Generator().manual_seed(3))
     v, log_q = deq(pos, one_hot, charge, batch, eps=eps)
@@ -242,6 +243,27 @@ def test_initial_q_is_standard_normal_in_u():
     per_node = log_n - thr - (lsig(uc) + lsig(-uc)) - math.log(1 - 2 * deq.margin)
     want = torch.zeros(len(SIZES)).index_add(0, batch, per_node)
     torch.testing.assert_close(log_q, want, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.usefixtures("float64")
+def test_type_offset_places_q_inside_the_true_types_cone():
+    """mu starts at offset * one_hot on the type columns (0 on the charge), sigma at 1; with a
+    large offset almost no threshold is active, so v is close to u and the log-det small."""
+    deq = Dequantizer(K, type_offset=4.0, **SMALL)
+    pos, one_hot, charge, batch = _molecules()
+    mu, log_sigma = deq.conditional(pos, one_hot, charge, batch)
+    torch.testing.assert_close(mu[:, :K], 4.0 * one_hot, atol=0, rtol=0)
+    assert torch.equal(mu[:, K:], torch.zeros_like(mu[:, K:]))
+    assert torch.equal(log_sigma, torch.zeros_like(log_sigma))
+    eps = torch.randn(pos.shape[0], K + 1, generator=torch.Generator().manual_seed(0))
+    v, _ = deq(pos, one_hot, charge, batch, eps=eps)
+    u = mu + eps
+    # v_i = u_k - delta - softplus(u_k - u_i) -> u_i - delta when u_k - u_i is large
+    gap = (u[:, :K] * one_hot).sum(1, keepdim=True) - u[:, :K]
+    far = (gap > 2) | one_hot.bool()
+    assert far.float().mean() > 0.8
+    err = (v[:, :K] - u[:, :K] + deq.margin * (1 - one_hot)).abs()
+    assert bool((err[far] < torch.nn.functional.softplus(-gap[far]) + 1e-12).all())
 
 
 @pytest.mark.usefixtures("float64")
@@ -325,8 +347,14 @@ def test_bad_arguments_raise():
         deq.quantize(torch.randn(4, 3))
     with pytest.raises(ValueError, match="v must be"):
         deq.log_prob(pos, torch.randn(4, 5), batch)
-    for kwargs in ({"num_types": 0}, {"charge_scale": 0.0}, {"margin": 0.5}, {"margin": -0.1}):
-        with pytest.raises(ValueError, match="num_types|charge_scale|margin"):
+    for kwargs in (
+        {"num_types": 0},
+        {"charge_scale": 0.0},
+        {"margin": 0.5},
+        {"margin": -0.1},
+        {"type_offset": math.inf},
+    ):
+        with pytest.raises(ValueError, match="num_types|charge_scale|margin|type_offset"):
             Dequantizer(**{"num_types": 3, **kwargs})
     with pytest.raises(ValueError, match="index"):
         argmax_threshold(torch.randn(2, 3), torch.tensor([0, 3]))

@@ -78,6 +78,8 @@ class MoleculeFlow(nn.Module):
         blocks: EGNN blocks of encoder and decoder each (paper: 16).
         dequantizer_blocks: EGNN blocks of the dequantizer's conditional network.
         charge_scale: the dequantized charge is ``(c + s) / charge_scale``.
+        type_offset: initial placement of q's type means, ``type_offset * one_hot``
+            (:class:`~molfff.molecules.dequantization.Dequantizer`).
         egnn: further keyword arguments of both :class:`~molfff.nn.egnn_flow.EGNNFlowNet` s
             (e.g. ``normalization_factor``, ``zero_init``).
 
@@ -102,6 +104,7 @@ class MoleculeFlow(nn.Module):
         blocks: int = 16,
         dequantizer_blocks: int = 2,
         charge_scale: float = 10.0,
+        type_offset: float = 0.0,
         egnn: dict | None = None,
     ):
         super().__init__()
@@ -116,7 +119,11 @@ class MoleculeFlow(nn.Module):
             latent=StandardNormal(),
         )
         self.dequantizer = Dequantizer(
-            num_types, charge_scale=charge_scale, hidden=hidden, blocks=dequantizer_blocks
+            num_types,
+            charge_scale=charge_scale,
+            type_offset=type_offset,
+            hidden=hidden,
+            blocks=dequantizer_blocks,
         )
         p = node_distribution.double() / node_distribution.sum()
         self.register_buffer("log_p_n", p.log().float())

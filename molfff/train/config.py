@@ -55,7 +55,9 @@ class ModelConfig:
     ``egnn``: ``width`` hidden units, ``blocks`` equivariant blocks; molecules also use
     ``dequantizer_blocks`` and ``charge_scale`` (dequantized charge = (c + s) / charge_scale),
     and ``egnn_normalization_factor``, the divisor Z of the EGNN's neighbour sums (100 in the
-    authors' E-FFF code, which takes EDM's ``EGNN_dynamics_QM9`` default).
+    authors' E-FFF code, which takes EDM's ``EGNN_dynamics_QM9`` default), and
+    ``type_offset``, where the dequantizer q starts its type means (``type_offset * one_hot``;
+    0: the argmax flow's usual N(0, I) start).
 
     ``ema_decay``: keep an exponential moving average of the weights, updated after every
     optimizer step (EDM and GeoLDM use 0.999-0.9999); validation, the "best" checkpoint, the
@@ -74,6 +76,7 @@ class ModelConfig:
     skip: bool = True
     dequantizer_blocks: int = 2
     charge_scale: float = 10.0
+    type_offset: float = 0.0
     egnn_normalization_factor: float = 100.0
     ema_decay: float | None = None
 
@@ -387,6 +390,10 @@ def validate(config: Config) -> None:
         value = _get(config, key)
         if not 0 <= value < math.inf:
             raise UserError(f"config key {key} must be non-negative and finite, got {value}")
+    if not math.isfinite(config.model.type_offset):
+        raise UserError(
+            f"config key model.type_offset must be finite, got {config.model.type_offset}"
+        )
     interval = config.trainer.val_check_interval
     if interval is not None and interval <= 0:
         raise UserError(f"config key trainer.val_check_interval must be positive, got {interval}")

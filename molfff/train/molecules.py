@@ -118,6 +118,7 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
             blocks=m.blocks,
             dequantizer_blocks=m.dequantizer_blocks,
             charge_scale=m.charge_scale,
+            type_offset=m.type_offset,
             egnn={"normalization_factor": m.egnn_normalization_factor},
         )
 
