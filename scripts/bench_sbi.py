@@ -84,6 +84,31 @@ FIELDS = (
 )
 METHODS = ("fff", "npe")
 
+# sbibm's published NPE (NSF) C2ST, mean over the 10 observations, at 10^3 / 10^4 / 10^5
+# simulations (Lueckmann et al. 2021, "Benchmarking Simulation-Based Inference", AISTATS, Fig. 2
+# and the sbibm results table). Scored with sbibm's own C2ST classifier: compare them with this
+# script's numbers only when it ran without --c2st-early-stopping.
+PUBLISHED_NPE = {
+    "two_moons": (0.725, 0.606, 0.542),
+    "gaussian_linear": (0.694, 0.552, 0.506),
+    "gaussian_linear_uniform": (0.696, 0.553, 0.509),
+    "gaussian_mixture": (0.731, 0.661, 0.555),
+    "bernoulli_glm": (0.863, 0.678, 0.559),
+    "bernoulli_glm_raw": (0.900, 0.765, 0.607),
+    "slcp": (0.975, 0.901, 0.831),
+    "slcp_distractors": (0.982, 0.970, 0.863),
+    "sir": (0.815, 0.680, 0.585),
+    "lotka_volterra": (0.999, 0.997, 0.981),
+}
+PUBLISHED_BUDGETS = (1000, 10000, 100000)
+
+
+def published_npe(task: str, budget: int) -> float | None:
+    """sbibm's published NPE mean C2ST for (task, budget), or None where it has none."""
+    if task not in PUBLISHED_NPE or budget not in PUBLISHED_BUDGETS:
+        return None
+    return PUBLISHED_NPE[task][PUBLISHED_BUDGETS.index(budget)]
+
 
 def _sync() -> None:
     if torch.cuda.is_available():
@@ -239,7 +264,7 @@ def print_table(summary: list[dict]) -> None:
     keys = sorted({(s["task"], s["budget"]) for s in summary})
     head = (
         f"{'task':<24}{'budget':>8}  {'FFF C2ST':>14}  {'NPE C2ST':>14}  "
-        f"{'FFF s (ep)':>12}  {'NPE s (ep)':>12}"
+        f"{'FFF s (ep)':>12}  {'NPE s (ep)':>12}  {'NPE sbibm':>10}"
     )
     print(head)
     print("-" * len(head))
@@ -249,11 +274,18 @@ def print_table(summary: list[dict]) -> None:
             s = by_key.get((task, budget, method))
             cells.append("-" if s is None else f"{s['mean']:.3f}±{s['std']:.3f}")
             times.append("-" if s is None else f"{s['seconds']:.0f} ({s['epochs']})")
+        ref = published_npe(task, budget)
+        ref_cell = "-" if ref is None else f"{ref:.3f}"
         print(
             f"{task:<24}{budget:>8}  {cells[0]:>14}  {cells[1]:>14}  {times[0]:>12}  {times[1]:>12}"
+            f"  {ref_cell:>10}"
         )
     n_obs = {s["n"] for s in summary}
     print(f"C2ST: mean ± sd over {'/'.join(map(str, sorted(n_obs)))} observation(s); 0.5 is best.")
+    print(
+        "NPE sbibm: sbibm's published NPE mean over its 10 observations, sbibm's C2ST classifier "
+        "(Lueckmann et al. 2021)."
+    )
 
 
 def plot(summary: list[dict], path: Path, classifier: str) -> None:
@@ -274,6 +306,11 @@ def plot(summary: list[dict], path: Path, classifier: str) -> None:
             if pts:
                 b, m, sd = zip(*pts, strict=True)
                 ax.errorbar(b, m, yerr=sd, marker=marker, capsize=3, label=method.upper())
+        budgets = sorted({s["budget"] for s in summary if s["task"] == task})
+        ref = [(b, published_npe(task, b)) for b in budgets if published_npe(task, b) is not None]
+        if ref:
+            b, m = zip(*ref, strict=True)
+            ax.plot(b, m, "k^:", label="NPE, sbibm paper (sbibm C2ST)")
         ax.axhline(0.5, color="grey", ls="--", lw=0.8)
         ax.set(xscale="log", ylim=(0.45, 1.02), title=task, xlabel="simulation budget")
         ax.set_ylabel(f"C2ST, {classifier} classifier (mean over observations)")

@@ -106,6 +106,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=None,
         help="learning rate of q (default --lr; 0 keeps q at its start)",
     )
+    p.add_argument(
+        "--cosine", action="store_true", help="anneal the learning rates to 0 over --steps (cosine)"
+    )
     p.add_argument("--hutchinson", type=int, default=1, help="Hutchinson vectors per sample")
     p.add_argument(
         "--noise-std",
@@ -345,6 +348,14 @@ def main(argv=None) -> None:
             {"params": flow.dequantizer.parameters(), "lr": q_lr},
         ]
     )
+    # --cosine: every group's learning rate follows (1 + cos(pi t / steps)) / 2 down to 0
+    schedule = (
+        torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda t: 0.5 * (1 + math.cos(math.pi * min(t, args.steps) / args.steps))
+        )
+        if args.cosine
+        else None
+    )
     log = args.out / "ladder.jsonl"
     log.write_text("")
     smiles = None if train.smiles is None else [str(train.smiles[i]) for i in idx]
@@ -372,6 +383,8 @@ def main(argv=None) -> None:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(flow.parameters(), 1.0)
         opt.step()
+        if schedule is not None:
+            schedule.step()
         losses.append(float(loss.detach()))
         if not math.isfinite(losses[-1]):
             sys.exit(f"loss is {losses[-1]} at step {step}")
