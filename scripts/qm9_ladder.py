@@ -20,6 +20,11 @@ copies, and at regular steps measures what the surrogate loss cannot show:
   below 1, samples come from latent regions the data never reach), and the cycle error
   ``||f(g(z)) - z||`` (RMS) for ``z ~ N(0, I)``, next to ``||g(f(x)) - x||`` at the data: where
   encoder and decoder disagree off the data, samples are not what the likelihood has learned;
+- the type margin of the latents: the mean over atoms of ``z`` on the atom's own type column
+  minus its mean on the other type columns (0 at a fit, where ``z`` given the atom's role is
+  N(0, I); above 0, the encoder still reads the type off ``v`` instead of the geometry, and
+  samples from N(0, I) get types at random; about 1 with q at N(0, I) and an identity flow),
+  and the same margin of q's ``mu`` (where the dequantizer has placed the types);
 - the exact NLL given n (nats per molecule, the density of the model that samples, one
   dequantization draw; :meth:`MoleculeFlow.nll`) of the training molecules, with the paper's
   estimate and the reconstruction error next to it.
@@ -211,6 +216,13 @@ class Memory:
         )
 
 
+def _type_margin(values: torch.Tensor, one_hot: torch.Tensor) -> torch.Tensor:
+    """Mean over atoms of (value on the own type's column - mean value on the other columns)."""
+    own = (values * one_hot).sum(1)
+    others = (values * (1 - one_hot)).sum(1) / (one_hot.shape[1] - 1)
+    return (own - others).mean()
+
+
 @torch.no_grad()
 def latent_fit(flow: MoleculeFlow, memory: Memory, g: torch.Generator) -> dict:
     """Std of f(x) per column group over 256 copies, and cycle errors (module docstring)."""
@@ -221,7 +233,10 @@ def latent_fit(flow: MoleculeFlow, memory: Memory, g: torch.Generator) -> dict:
     zs = layout.randn(x, generator=g)
     cycle = flow.flow.encoder(flow.flow.decoder(zs, None, layout), None, layout) - zs
     at_data = flow.flow.decoder(z, None, layout) - x
+    mu, _ = flow.dequantizer.conditional(mol.pos, mol.one_hot, mol.charge, mol.batch)
     return {
+        "latent_type_margin": float(_type_margin(z[:, 3 : 3 + k], mol.one_hot)),
+        "q_type_margin": float(_type_margin(mu[:, :k], mol.one_hot)),
         "latent_std_pos": float(z[:, :3].std()),
         "latent_std_types": float(z[:, 3 : 3 + k].std()),
         "latent_std_charge": float(z[:, 3 + k].std()),
@@ -299,7 +314,9 @@ def report(row: dict, log: Path, k: int, flow: MoleculeFlow, args) -> None:
         f"{row['type_agreement']:.3f}, right composition {row['composition_match']:.3f}, "
         f"all types right where the geometry is {right}, latent std "
         f"of the data pos/types/charge {row['latent_std_pos']:.2f}/"
-        f"{row['latent_std_types']:.2f}/{row['latent_std_charge']:.2f}, cycle RMS off/at the "
+        f"{row['latent_std_types']:.2f}/{row['latent_std_charge']:.2f}, type margin of the "
+        f"latents / of q {row['latent_type_margin']:.2f} / {row['q_type_margin']:.2f}, cycle "
+        f"RMS off/at the "
         f"data {row['cycle_rms_latent']:.3f}/{row['cycle_rms_data']:.1e}, samples that are a "
         f"training molecule {row['hit_share']:.3f} ({row['molecules_hit']}/{k} molecules "
         f"hit), exact NLL given n {row['nll_given_n_exact']} nats/molecule, reconstruction "
