@@ -1,6 +1,7 @@
 """Shared settings for tests that train: small, quiet, no W&B; and scripts loaded as modules."""
 
 import importlib.util
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -8,7 +9,13 @@ SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 
 
 def load_script(name: str) -> ModuleType:
-    """``scripts/<name>.py`` imported as a module (scripts are not a package)."""
+    """``scripts/<name>.py`` imported as a module (scripts are not a package).
+
+    The scripts folder is put on ``sys.path``, as running a script does, so that scripts
+    importing a sibling script load here too.
+    """
+    if str(SCRIPTS) not in sys.path:
+        sys.path.append(str(SCRIPTS))
     spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

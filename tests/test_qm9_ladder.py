@@ -99,3 +99,12 @@ def test_memorising_methane_learns_its_atom_types(tmp_path):
     assert last["step"] == 1000
     assert last["type_agreement"] > 0.6, last
     assert last["composition_samples"]["H"] > 0.5, last["composition_samples"]
+
+
+def test_type_regression_control_refuses_bad_arguments(capsys):
+    control = load_script("qm9_type_regression")
+    for argv in (["--steps", "0"], ["--normalization-factor", "0"], ["--offset", "nan"]):
+        with pytest.raises(SystemExit) as err:
+            control.parse_args(argv)
+        assert err.value.code == 2
+    assert "must be" in capsys.readouterr().err
