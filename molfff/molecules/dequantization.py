@@ -314,8 +314,8 @@ class Dequantizer(nn.Module):
         _, out = self.net(pos, h, batch.long())
         mu, log_sigma = out.chunk(2, dim=1)
         if self.type_offset:
-            offset = torch.cat([one_hot.to(mu.dtype), torch.zeros_like(mu[:, self.num_types :])], 1)
-            mu = mu + self.type_offset * offset
+            # type columns only: one_hot padded with a zero for the charge column
+            mu = mu + self.type_offset * F.pad(one_hot.to(mu.dtype), (0, 1))
         return mu, log_sigma
 
     def forward(

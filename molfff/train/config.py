@@ -246,6 +246,7 @@ NON_NEGATIVE = (
     "evaluation.samples",
     "evaluation.curve_every_n_steps",
 )
+FINITE = ("model.type_offset",)  # any sign
 
 
 def data_schema(name: str) -> type[DataConfig]:
@@ -390,10 +391,10 @@ def validate(config: Config) -> None:
         value = _get(config, key)
         if not 0 <= value < math.inf:
             raise UserError(f"config key {key} must be non-negative and finite, got {value}")
-    if not math.isfinite(config.model.type_offset):
-        raise UserError(
-            f"config key model.type_offset must be finite, got {config.model.type_offset}"
-        )
+    for key in FINITE:
+        value = _get(config, key)
+        if not math.isfinite(value):
+            raise UserError(f"config key {key} must be finite, got {value}")
     interval = config.trainer.val_check_interval
     if interval is not None and interval <= 0:
         raise UserError(f"config key trainer.val_check_interval must be positive, got {interval}")
