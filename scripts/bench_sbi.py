@@ -65,6 +65,7 @@ from molfff.dense.sbi import (
     reference_posterior_samples,
     simulate_splits,
 )
+from molfff.dense.sbi_reference import published_npe
 from molfff.dense.sbi_task import c2st_metrics
 from molfff.dense.splits import DenseData, Split
 from molfff.errors import UserError
@@ -83,31 +84,6 @@ FIELDS = (
     "epochs",
 )
 METHODS = ("fff", "npe")
-
-# sbibm's published NPE (NSF) C2ST, mean over the 10 observations, at 10^3 / 10^4 / 10^5
-# simulations (Lueckmann et al. 2021, "Benchmarking Simulation-Based Inference", AISTATS, Fig. 2
-# and the sbibm results table). Scored with sbibm's own C2ST classifier: compare them with this
-# script's numbers only when it ran without --c2st-early-stopping.
-PUBLISHED_NPE = {
-    "two_moons": (0.725, 0.606, 0.542),
-    "gaussian_linear": (0.694, 0.552, 0.506),
-    "gaussian_linear_uniform": (0.696, 0.553, 0.509),
-    "gaussian_mixture": (0.731, 0.661, 0.555),
-    "bernoulli_glm": (0.863, 0.678, 0.559),
-    "bernoulli_glm_raw": (0.900, 0.765, 0.607),
-    "slcp": (0.975, 0.901, 0.831),
-    "slcp_distractors": (0.982, 0.970, 0.863),
-    "sir": (0.815, 0.680, 0.585),
-    "lotka_volterra": (0.999, 0.997, 0.981),
-}
-PUBLISHED_BUDGETS = (1000, 10000, 100000)
-
-
-def published_npe(task: str, budget: int) -> float | None:
-    """sbibm's published NPE mean C2ST for (task, budget), or None where it has none."""
-    if task not in PUBLISHED_NPE or budget not in PUBLISHED_BUDGETS:
-        return None
-    return PUBLISHED_NPE[task][PUBLISHED_BUDGETS.index(budget)]
 
 
 def _sync() -> None:
@@ -307,7 +283,7 @@ def plot(summary: list[dict], path: Path, classifier: str) -> None:
                 b, m, sd = zip(*pts, strict=True)
                 ax.errorbar(b, m, yerr=sd, marker=marker, capsize=3, label=method.upper())
         budgets = sorted({s["budget"] for s in summary if s["task"] == task})
-        ref = [(b, published_npe(task, b)) for b in budgets if published_npe(task, b) is not None]
+        ref = [(b, m) for b in budgets if (m := published_npe(task, b)) is not None]
         if ref:
             b, m = zip(*ref, strict=True)
             ax.plot(b, m, "k^:", label="NPE, sbibm paper (sbibm C2ST)")
