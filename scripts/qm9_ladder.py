@@ -124,6 +124,20 @@ def parse_args(argv=None) -> argparse.Namespace:
         "contracts onto it; noise bounds it",
     )
     p.add_argument(
+        "--noise-end",
+        type=float,
+        default=None,
+        help="anneal the noise linearly from --noise-std to this, from --noise-anneal-from to "
+        "the last step (default: constant noise). Measured on CH4: 0.05 Å teaches the types, "
+        "0.02 Å keeps the bonds inside the stability check's cutoffs",
+    )
+    p.add_argument(
+        "--noise-anneal-from",
+        type=float,
+        default=0.5,
+        help="fraction of --steps after which --noise-end's annealing starts",
+    )
+    p.add_argument(
         "--init",
         type=Path,
         default=None,
@@ -158,7 +172,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--type-offset must be finite, got {args.type_offset}")
     if not 0 <= args.noise_std < math.inf:
         p.error(f"--noise-std must be non-negative and finite, got {args.noise_std}")
+    if args.noise_end is not None and not 0 <= args.noise_end < math.inf:
+        p.error(f"--noise-end must be non-negative and finite, got {args.noise_end}")
+    if not 0 <= args.noise_anneal_from <= 1:
+        p.error(f"--noise-anneal-from must be in [0, 1], got {args.noise_anneal_from}")
     return args
+
+
+def noise_at(step: int, args) -> float:
+    """Training noise std at ``step`` (1..``--steps``): ``--noise-std``, then, with
+    ``--noise-end``, linear to it from step ``--noise-anneal-from * --steps`` to the last."""
+    if args.noise_end is None:
+        return args.noise_std
+    begin = args.noise_anneal_from * args.steps
+    if step <= begin:
+        return args.noise_std
+    frac = min(1.0, (step - begin) / max(args.steps - begin, 1e-12))
+    return args.noise_std + frac * (args.noise_end - args.noise_std)
 
 
 def pick_molecules(args, train) -> np.ndarray:
@@ -393,7 +423,7 @@ def main(argv=None) -> None:
             args.beta,
             g,
             hutchinson_samples=args.hutchinson,
-            noise_std=args.noise_std,
+            noise_std=noise_at(step, args),
         )
         loss = terms["loss"].mean()
         opt.zero_grad(set_to_none=True)
@@ -411,6 +441,7 @@ def main(argv=None) -> None:
                 "minutes": round((time.perf_counter() - start) / 60, 2),
                 "train_loss_mean_last": float(np.mean(losses[-args.eval_every :])),
                 "train_reconstruction": float(terms["reconstruction"].detach().mean()),
+                "noise_std": noise_at(step, args),
             }
             row.update(measure(flow, memory, args, ge))
             report(row, log, len(idx), flow, args)

@@ -23,6 +23,8 @@ ladder = load_script("qm9_ladder")
         (["--charge-scale", "0"], "--charge-scale must be positive"),
         (["--type-offset", "nan"], "--type-offset must be finite"),
         (["--dequantizer-lr", "-1"], "--dequantizer-lr must be non-negative"),
+        (["--noise-end", "inf"], "--noise-end must be non-negative and finite"),
+        (["--noise-anneal-from", "1.5"], "--noise-anneal-from must be in [0, 1]"),
         (["--molecules", "2", "--index", "5"], "--molecules 2 disagrees with the 1 --index"),
     ],
 )
@@ -37,6 +39,16 @@ def test_defaults_and_index():
     assert (args.atoms, args.molecules) == (9, 1)
     args = ladder.parse_args(["--out", "x", "--index", "3", "4"])
     assert args.atoms is None and args.molecules is None  # taken from the molecules
+
+
+def test_noise_is_constant_then_linear_to_its_end():
+    args = ladder.parse_args(["--out", "x", "--steps", "100", "--noise-std", "0.05"])
+    assert [ladder.noise_at(t, args) for t in (1, 100)] == [0.05, 0.05]
+    args = ladder.parse_args(
+        ["--out", "x", "--steps", "100", "--noise-std", "0.05", "--noise-end", "0.01"]
+    )
+    noise = [ladder.noise_at(t, args) for t in (1, 50, 75, 100)]
+    assert noise == pytest.approx([0.05, 0.05, 0.03, 0.01])
 
 
 def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path):
