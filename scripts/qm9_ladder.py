@@ -30,6 +30,11 @@ copies, and at regular steps measures what the surrogate loss cannot show:
   estimate and the reconstruction error next to it.
 
 Each evaluation is one JSON line in ``OUT/ladder.jsonl``; the last is printed as a summary.
+The weights are kept as ``OUT/flow.pt`` and as a molfff QM9 checkpoint, ``OUT/model.ckpt``, that
+``molfff sample`` and ``molfff metrics`` read like a ``molfff train qm9`` run's (p(n) is the
+memorised size; the config records the ladder's model and loss settings):
+
+    molfff sample OUT/model.ckpt --stable-only --n 100 > out.xyz
 
     python scripts/qm9_ladder.py --molecules 1 --steps 3000 --out runs/ladder/k1
     python scripts/qm9_ladder.py --molecules 8 --steps 3000 --out runs/ladder/k8
@@ -329,6 +334,38 @@ def measure(flow: MoleculeFlow, memory: Memory, args, g: torch.Generator) -> dic
     return out
 
 
+def export_checkpoint(flow: MoleculeFlow, args, path: Path) -> None:
+    """Write the flow as a ``molfff train qm9`` checkpoint (module class, config, weights)."""
+    from molfff.train.checkpoint import class_path
+    from molfff.train.config import load_config
+    from molfff.train.molecules import MoleculeModule
+
+    overrides = [
+        f"seed={args.seed}",
+        f"data.batch_size={args.batch}",
+        f"model.width={args.width}",
+        f"model.blocks={args.blocks}",
+        f"model.charge_scale={args.charge_scale}",
+        f"model.type_offset={args.type_offset}",
+        f"model.egnn_normalization_factor={args.normalization_factor}",
+        f"model.dequantizer_blocks={len(flow.dequantizer.net.blocks)}",
+        f"loss.beta={args.beta}",
+        f"loss.noise_std={noise_at(args.steps, args)}",
+        f"optim.lr={args.lr}",
+    ]
+    config = load_config("qm9", overrides)
+    module = MoleculeModule(config.to_dict(), flow.log_p_n.exp().tolist())
+    module.flow.load_state_dict(flow.state_dict())
+    ckpt = {
+        "class_path": class_path(MoleculeModule),
+        "hyper_parameters": dict(module.hparams),
+        "state_dict": module.state_dict(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+
+
 def report(row: dict, log: Path, k: int, flow: MoleculeFlow, args) -> None:
     """Append the evaluation to the log, print it, and keep the weights."""
     right = row["types_right_given_geometry"]
@@ -336,6 +373,7 @@ def report(row: dict, log: Path, k: int, flow: MoleculeFlow, args) -> None:
     with log.open("a") as f:
         f.write(json.dumps(row) + "\n")
     torch.save(flow.state_dict(), args.out / "flow.pt")  # kept if a later step fails
+    export_checkpoint(flow, args, args.out / "model.ckpt")
     print(
         f"step {row['step']} ({row['minutes']} min): molecule stability "
         f"{row['molecule_stability']:.3f}, atom stability {row['atom_stability']:.3f}, "

@@ -51,6 +51,26 @@ def test_noise_is_constant_then_linear_to_its_end():
     assert noise == pytest.approx([0.05, 0.05, 0.03, 0.01])
 
 
+def test_the_ladder_model_is_a_checkpoint_molfff_sample_reads(tmp_path, capsys):
+    from molfff.cli import main
+    from molfff.train.runs import load_model
+
+    out = tmp_path / "ch4"
+    ladder.main(
+        ["--out", str(out), "--index", "62373", "--steps", "2", "--eval-every", "2"]
+        + ["--width", "8", "--blocks", "1", "--samples", "4", "--beta", "200"]
+    )
+    config, module, _ = load_model(out / "model.ckpt")
+    assert (config.model.width, config.model.blocks, config.loss.beta) == (8, 1, 200.0)
+    weights = torch.load(out / "flow.pt", weights_only=True)
+    for key, value in weights.items():  # the trained weights, not a fresh model's
+        assert torch.equal(module.flow.state_dict()[key], value), key
+    capsys.readouterr()
+    assert main(["sample", str(out / "model.ckpt"), "--n", "3"]) == 0
+    xyz = capsys.readouterr().out.split("\n")
+    assert xyz[0].strip() == "5"  # p(n) is the memorised molecule's size: CH4, 5 atoms
+
+
 def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
