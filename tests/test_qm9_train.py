@@ -135,12 +135,12 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
     if code == 2:  # an untrained model rarely yields stable molecules: a clear message
         assert "were stable after 200 draws" in err and "--max-draws" in err
     else:
-        assert "2 stable molecules from" in err
+        assert "2 stable molecules kept;" in err
     assert main(["sample", "--n", "2", "--stable-only", "--max-draws", "1"]) == 2
     assert "--max-draws must be at least --n (2), got 1" in capsys.readouterr().err
     code = main(["sample", "--n", "1", "--stable-only", "--max-draws", "30", "--batch-size", "7"])
     err = capsys.readouterr().err
-    assert "were stable after 30 draws" in err if code == 2 else "1 stable molecules from" in err
+    assert "were stable after 30 draws" in err if code == 2 else "1 stable molecules kept;" in err
 
 
 @needs_qm9

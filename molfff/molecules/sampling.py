@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -43,6 +44,14 @@ def sample_molecules(
     return out, time.perf_counter() - start
 
 
+class StableDraws(NamedTuple):
+    """What :func:`sample_stable` returns."""
+
+    molecules: list[Molecule]
+    drawn: int
+    stable: int  # stable among all ``drawn`` (0 unless stable_only)
+
+
 def sample_stable(
     flow: MoleculeFlow,
     n: int,
@@ -51,8 +60,10 @@ def sample_stable(
     batch_size: int = 1000,
     max_draws: int | None = None,
     progress: bool = True,
-) -> tuple[list[Molecule], int]:
-    """``n`` molecules (only stable ones if asked) and how many were drawn in all.
+) -> StableDraws:
+    """``n`` molecules (only stable ones if asked), how many were drawn in all and, with
+    ``stable_only``, how many of those were stable (the last batch is drawn whole, so
+    ``stable / drawn`` is the model's stable share, not ``n / drawn``).
 
     Raises:
         UserError: when ``stable_only`` and fewer than ``n`` stable molecules turned up in
@@ -66,7 +77,7 @@ def sample_stable(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     max_draws = 100 * n if max_draws is None else max_draws
     kept: list[Molecule] = []
-    drawn = 0
+    drawn = stable = 0
     with tqdm(
         total=n,
         desc="stable molecules" if stable_only else "molecules",
@@ -86,7 +97,8 @@ def sample_stable(
             )
             drawn += len(batch)
             new = [m for m in batch if is_stable(*m)] if stable_only else batch
+            stable += len(new) if stable_only else 0
             new = new[: n - len(kept)]
             kept += new
             bar.update(len(new))
-    return kept, drawn
+    return StableDraws(kept, drawn, stable)

@@ -379,7 +379,7 @@ class QM9Task:
         """Molecules ``(pos, z)``; only stable ones with ``request.stable_only``."""
         if self._format(request) not in WRITTEN:
             raise UserError(f"molecules are written as xyz or sdf, not {self._format(request)!r}")
-        molecules, drawn = sample_stable(
+        molecules, drawn, stable = sample_stable(
             module.flow,
             request.n,
             request.stable_only,
@@ -390,8 +390,8 @@ class QM9Task:
         )
         if request.stable_only:
             print(
-                f"{request.n} stable molecules from {drawn} draws "
-                f"({100 * request.n / drawn:.1f}% stable)",
+                f"{request.n} stable molecules kept; {stable} of the {drawn} drawn were "
+                f"stable ({100 * stable / drawn:.1f}%)",
                 file=sys.stderr,
             )
         return molecules
