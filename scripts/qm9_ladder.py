@@ -55,6 +55,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from molfff.files import atomic_write
 from molfff.molecules import ATOM_TYPES
 from molfff.molecules.alignment import match, type_agreement
 from molfff.molecules.elements import SYMBOL_OF_Z
@@ -146,7 +147,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--init",
         type=Path,
         default=None,
-        help="start from the weights of an earlier run's flow.pt (same model settings; the "
+        help="start from the weights of an earlier run's flow.pt or model.ckpt (same model "
+        "settings; the "
         "optimizer starts afresh, and its first steps shake the model)",
     )
     p.add_argument("--eval-every", type=int, default=500)
@@ -154,8 +156,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--hit-rmsd", type=float, default=0.3, help="Å, see the docstring")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the ladder run already in --out (its log, flow.pt and model.ckpt)",
+    )
     args = p.parse_args(argv)
-    for name in ("atoms", "molecules", "steps", "batch", "eval_every", "samples", "hutchinson"):
+    for name in (
+        *("atoms", "molecules", "steps", "batch", "eval_every", "samples", "hutchinson"),
+        *("width", "blocks"),
+    ):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
@@ -334,11 +344,16 @@ def measure(flow: MoleculeFlow, memory: Memory, args, g: torch.Generator) -> dic
     return out
 
 
-def export_checkpoint(flow: MoleculeFlow, args, path: Path) -> None:
-    """Write the flow as a ``molfff train qm9`` checkpoint (module class, config, weights)."""
+def export_checkpoint(flow: MoleculeFlow, args, path: Path, step: int) -> None:
+    """Write the flow as a ``molfff train qm9`` checkpoint (module class, config, weights).
+
+    p(n) is the memorised size's, padded to QM9's largest molecule as ``molfff train qm9``
+    keeps it, so ``molfff evaluate`` counts larger test molecules as outside its support.
+    ``loss.noise_std`` is the noise at ``step``.
+    """
     from molfff.train.checkpoint import class_path
     from molfff.train.config import load_config
-    from molfff.train.molecules import MoleculeModule
+    from molfff.train.molecules import QM9_MAX_ATOMS, MoleculeModule
 
     overrides = [
         f"seed={args.seed}",
@@ -350,30 +365,37 @@ def export_checkpoint(flow: MoleculeFlow, args, path: Path) -> None:
         f"model.egnn_normalization_factor={args.normalization_factor}",
         f"model.dequantizer_blocks={len(flow.dequantizer.net.blocks)}",
         f"loss.beta={args.beta}",
-        f"loss.noise_std={noise_at(args.steps, args)}",
+        f"loss.noise_std={noise_at(max(step, 1), args)}",
+        f"loss.hutchinson_samples={args.hutchinson}",
         f"optim.lr={args.lr}",
     ]
     config = load_config("qm9", overrides)
-    module = MoleculeModule(config.to_dict(), flow.log_p_n.exp().tolist())
-    module.flow.load_state_dict(flow.state_dict())
+    p_n = torch.zeros(QM9_MAX_ATOMS + 1, dtype=torch.float64)
+    p_n[: flow.log_p_n.numel()] = flow.log_p_n.double().exp()
+    module = MoleculeModule(config.to_dict(), p_n.tolist())
+    state = flow.state_dict()
+    state["log_p_n"] = module.flow.log_p_n
+    module.flow.load_state_dict(state)
     ckpt = {
         "class_path": class_path(MoleculeModule),
         "hyper_parameters": dict(module.hparams),
         "state_dict": module.state_dict(),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(ckpt, tmp)
-    tmp.replace(path)
+    with atomic_write(path) as fh:
+        torch.save(ckpt, fh)
 
 
 def report(row: dict, log: Path, k: int, flow: MoleculeFlow, args) -> None:
     """Append the evaluation to the log, print it, and keep the weights."""
     right = row["types_right_given_geometry"]
     right = "n/a (no sample has it)" if right is None else f"{right:.3f}"
+    # the weights first, each file whole or not at all: a kill leaves the log's last row
+    # describing weights that exist
+    with atomic_write(args.out / "flow.pt") as fh:
+        torch.save(flow.state_dict(), fh)
+    export_checkpoint(flow, args, args.out / "model.ckpt", row["step"])
     with log.open("a") as f:
         f.write(json.dumps(row) + "\n")
-    torch.save(flow.state_dict(), args.out / "flow.pt")  # kept if a later step fails
-    export_checkpoint(flow, args, args.out / "model.ckpt")
     print(
         f"step {row['step']} ({row['minutes']} min): molecule stability "
         f"{row['molecule_stability']:.3f}, atom stability {row['atom_stability']:.3f}, "
@@ -399,6 +421,11 @@ def main(argv=None) -> None:
         args.out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         sys.exit(f"--out {args.out}: cannot create this folder ({err.strerror})")
+    if (args.out / "ladder.jsonl").is_file() and not args.overwrite:
+        sys.exit(
+            f"--out {args.out} already holds a ladder run (ladder.jsonl); choose another folder "
+            "(to continue it: --init OUT/flow.pt --out NEW) or pass --overwrite"
+        )
     torch.manual_seed(args.seed)
     train = load_qm9("train")
     idx = pick_molecules(args, train)
@@ -421,7 +448,11 @@ def main(argv=None) -> None:
     )
     if args.init is not None:
         try:  # unreadable, not a torch file, not a state dict, or another model's
-            flow.load_state_dict(torch.load(args.init, weights_only=True))
+            state = torch.load(args.init, weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state:  # model.ckpt: its flow
+                state = {k[5:]: v for k, v in state["state_dict"].items() if k[:5] == "flow."}
+                state["log_p_n"] = flow.log_p_n  # the memorised size (model.ckpt pads it)
+            flow.load_state_dict(state)
         except Exception as err:  # noqa: BLE001 (pickle, zip, EOF, type errors alike)
             why = str(err).strip() or type(err).__name__
             why = why if len(why) < 500 else why[:500] + " ..."
@@ -483,7 +514,6 @@ def main(argv=None) -> None:
             }
             row.update(measure(flow, memory, args, ge))
             report(row, log, len(idx), flow, args)
-    torch.save(flow.state_dict(), args.out / "flow.pt")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """scripts/qm9_ladder.py: bad arguments end with a message, not a traceback."""
 
 import importlib.util
+import json
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ ladder = load_script("qm9_ladder")
         (["--charge-scale", "0"], "--charge-scale must be positive"),
         (["--type-offset", "nan"], "--type-offset must be finite"),
         (["--dequantizer-lr", "-1"], "--dequantizer-lr must be non-negative"),
+        (["--width", "0"], "--width must be at least 1"),
+        (["--blocks", "0"], "--blocks must be at least 1"),
         (["--noise-end", "inf"], "--noise-end must be non-negative and finite"),
         (["--noise-anneal-from", "1.5"], "--noise-anneal-from must be in [0, 1]"),
         (["--molecules", "2", "--index", "5"], "--molecules 2 disagrees with the 1 --index"),
@@ -62,13 +65,29 @@ def test_the_ladder_model_is_a_checkpoint_molfff_sample_reads(tmp_path, capsys):
     )
     config, module, _ = load_model(out / "model.ckpt")
     assert (config.model.width, config.model.blocks, config.loss.beta) == (8, 1, 200.0)
+    assert config.loss.hutchinson_samples == 1 and config.loss.noise_std == 0.0
+    # p(n): all mass on CH4's 5 atoms, padded to QM9's 29 so larger test molecules are
+    # "outside the support" for molfff evaluate, not an error
+    assert module.flow.log_p_n.exp().tolist() == [0.0] * 5 + [1.0] + [0.0] * 24
     weights = torch.load(out / "flow.pt", weights_only=True)
     for key, value in weights.items():  # the trained weights, not a fresh model's
-        assert torch.equal(module.flow.state_dict()[key], value), key
+        if key != "log_p_n":
+            assert torch.equal(module.flow.state_dict()[key], value), key
     capsys.readouterr()
     assert main(["sample", str(out / "model.ckpt"), "--n", "3"]) == 0
     xyz = capsys.readouterr().out.split("\n")
     assert xyz[0].strip() == "5"  # p(n) is the memorised molecule's size: CH4, 5 atoms
+    # the folder holds a run: refused, not overwritten; model.ckpt continues a run
+    with pytest.raises(SystemExit, match="already holds a ladder run"):
+        ladder.main(["--out", str(out), "--index", "62373"])
+    again = tmp_path / "again"
+    ladder.main(
+        ["--out", str(again), "--index", "62373", "--steps", "1", "--eval-every", "1"]
+        + ["--width", "8", "--blocks", "1", "--samples", "4", "--init", str(out / "model.ckpt")]
+    )
+    first = json.loads((again / "ladder.jsonl").read_text().splitlines()[0])
+    last = json.loads((out / "ladder.jsonl").read_text().splitlines()[-1])
+    assert first["q_type_margin"] == pytest.approx(last["q_type_margin"])  # the same weights
 
 
 def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path):

@@ -140,7 +140,7 @@ def test_train_sample_and_evaluate_commands(tmp_path, monkeypatch, capsys):
     assert "--max-draws must be at least --n (2), got 1" in capsys.readouterr().err
     code = main(["sample", "--n", "1", "--stable-only", "--max-draws", "30", "--batch-size", "7"])
     err = capsys.readouterr().err
-    assert "were stable after 30 draws" in err if code == 2 else "1 stable molecules kept;" in err
+    assert "were stable after 30 draws" in err if code == 2 else "1 stable molecule kept;" in err
 
 
 @needs_qm9

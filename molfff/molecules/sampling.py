@@ -88,7 +88,7 @@ def sample_stable(
         while len(kept) < n:
             if drawn >= max_draws:
                 raise UserError(
-                    f"only {len(kept)} of {n} sampled molecules were stable after "
+                    f"only {len(kept)} of the {n} molecules asked for were stable after "
                     f"{drawn} draws; the model is not trained well enough for "
                     f"--stable-only (allow more draws with --max-draws)"
                 )

@@ -390,7 +390,8 @@ class QM9Task:
         )
         if request.stable_only:
             print(
-                f"{request.n} stable molecules kept; {stable} of the {drawn} drawn were "
+                f"{request.n} stable molecule{'s' * (request.n != 1)} kept; {stable} of the "
+                f"{drawn} drawn were "
                 f"stable ({100 * stable / drawn:.1f}%)",
                 file=sys.stderr,
             )
