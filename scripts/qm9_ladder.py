@@ -30,14 +30,11 @@ copies, and at regular steps measures what the surrogate loss cannot show:
   estimate and the reconstruction error next to it.
 
 Each evaluation is one JSON line in ``OUT/ladder.jsonl``; the last is printed as a summary.
-The weights are kept as ``OUT/flow.pt`` and as a molfff QM9 checkpoint, ``OUT/model.ckpt``, that
-``molfff sample`` and ``molfff metrics`` read like a ``molfff train qm9`` run's (p(n) is the
-memorised size; the config records the ladder's model and loss settings):
+The weights are kept as ``OUT/flow.pt`` and as ``OUT/model.ckpt``, a checkpoint that ``molfff
+sample``, ``metrics`` and ``evaluate`` read like a ``molfff train qm9`` run's:
 
-    molfff sample OUT/model.ckpt --stable-only --n 100 > out.xyz
-
-    python scripts/qm9_ladder.py --molecules 1 --steps 3000 --out runs/ladder/k1
     python scripts/qm9_ladder.py --molecules 8 --steps 3000 --out runs/ladder/k8
+    molfff sample runs/ladder/k8/model.ckpt --stable-only --n 100 > out.xyz
 
 Run with ``OMP_NUM_THREADS=1`` next to other work; never set the thread count from inside (see
 the README: batched LU with a changed thread count can hang on the CPU build).
@@ -148,8 +145,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="start from the weights of an earlier run's flow.pt or model.ckpt (same model "
-        "settings; the "
-        "optimizer starts afresh, and its first steps shake the model)",
+        "settings; the optimizer starts afresh, and its first steps shake the model)",
     )
     p.add_argument("--eval-every", type=int, default=500)
     p.add_argument("--samples", type=int, default=200)
@@ -345,15 +341,10 @@ def measure(flow: MoleculeFlow, memory: Memory, args, g: torch.Generator) -> dic
 
 
 def export_checkpoint(flow: MoleculeFlow, args, path: Path, step: int) -> None:
-    """Write the flow as a ``molfff train qm9`` checkpoint (module class, config, weights).
-
-    p(n) is the memorised size's, padded to QM9's largest molecule as ``molfff train qm9``
-    keeps it, so ``molfff evaluate`` counts larger test molecules as outside its support.
-    ``loss.noise_std`` is the noise at ``step``.
-    """
-    from molfff.train.checkpoint import class_path
+    """Write the flow as a ``molfff train qm9`` checkpoint whose config records the ladder's
+    model and loss settings (``loss.noise_std``: the noise at ``step``)."""
     from molfff.train.config import load_config
-    from molfff.train.molecules import QM9_MAX_ATOMS, MoleculeModule
+    from molfff.train.molecules import save_flow_checkpoint
 
     overrides = [
         f"seed={args.seed}",
@@ -369,28 +360,14 @@ def export_checkpoint(flow: MoleculeFlow, args, path: Path, step: int) -> None:
         f"loss.hutchinson_samples={args.hutchinson}",
         f"optim.lr={args.lr}",
     ]
-    config = load_config("qm9", overrides)
-    p_n = torch.zeros(QM9_MAX_ATOMS + 1, dtype=torch.float64)
-    p_n[: flow.log_p_n.numel()] = flow.log_p_n.double().exp()
-    module = MoleculeModule(config.to_dict(), p_n.tolist())
-    state = flow.state_dict()
-    state["log_p_n"] = module.flow.log_p_n
-    module.flow.load_state_dict(state)
-    ckpt = {
-        "class_path": class_path(MoleculeModule),
-        "hyper_parameters": dict(module.hparams),
-        "state_dict": module.state_dict(),
-    }
-    with atomic_write(path) as fh:
-        torch.save(ckpt, fh)
+    save_flow_checkpoint(flow, load_config("qm9", overrides), path)
 
 
 def report(row: dict, log: Path, k: int, flow: MoleculeFlow, args) -> None:
     """Append the evaluation to the log, print it, and keep the weights."""
     right = row["types_right_given_geometry"]
     right = "n/a (no sample has it)" if right is None else f"{right:.3f}"
-    # the weights first, each file whole or not at all: a kill leaves the log's last row
-    # describing weights that exist
+    # weights first, each whole or absent: after a kill the log's last row has its weights
     with atomic_write(args.out / "flow.pt") as fh:
         torch.save(flow.state_dict(), fh)
     export_checkpoint(flow, args, args.out / "model.ckpt", row["step"])
@@ -450,7 +427,9 @@ def main(argv=None) -> None:
         try:  # unreadable, not a torch file, not a state dict, or another model's
             state = torch.load(args.init, weights_only=True)
             if isinstance(state, dict) and "state_dict" in state:  # model.ckpt: its flow
-                state = {k[5:]: v for k, v in state["state_dict"].items() if k[:5] == "flow."}
+                from molfff.train.runs import load_model
+
+                state = load_model(args.init)[1].flow.state_dict()
                 state["log_p_n"] = flow.log_p_n  # the memorised size (model.ckpt pads it)
             flow.load_state_dict(state)
         except Exception as err:  # noqa: BLE001 (pickle, zip, EOF, type errors alike)

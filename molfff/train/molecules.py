@@ -42,7 +42,7 @@ from molfff.files import atomic_write
 from molfff.molecules.flow import MoleculeBatch, MoleculeFlow
 from molfff.molecules.io import WRITTEN, molecule_format
 from molfff.molecules.sampling import sample_molecules, sample_stable
-from molfff.train.checkpoint import SavesClassPath
+from molfff.train.checkpoint import SavesClassPath, class_path
 from molfff.train.config import Config, DataConfig, config_from_dict
 from molfff.train.data import EpochShuffleSampler
 from molfff.train.module import configure_adam, converged_mean, micro_batch, step_generator
@@ -211,6 +211,32 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
 
     def configure_optimizers(self):
         return configure_adam(self, self.config.optim)
+
+
+def save_flow_checkpoint(flow: MoleculeFlow, config: Config, path: Path) -> None:
+    """Write a :class:`MoleculeFlow` trained outside Lightning (e.g. ``scripts/qm9_ladder.py``)
+    as the checkpoint ``molfff train qm9`` writes, for ``molfff sample/metrics/evaluate``.
+
+    p(n) is the flow's own, zero-padded to ``QM9_MAX_ATOMS`` atoms as training keeps it, so
+    larger test molecules are outside its support instead of an error. The file is written
+    atomically.
+
+    Raises:
+        RuntimeError: the flow's weights do not fit the model ``config`` describes.
+    """
+    p_n = torch.zeros(QM9_MAX_ATOMS + 1, dtype=torch.float64)
+    p_n[: flow.log_p_n.numel()] = flow.log_p_n.double().exp()
+    module = MoleculeModule(config.to_dict(), p_n.tolist())
+    state = flow.state_dict()
+    state["log_p_n"] = module.flow.log_p_n
+    module.flow.load_state_dict(state)
+    ckpt = {
+        "class_path": class_path(MoleculeModule),
+        "hyper_parameters": dict(module.hparams),
+        "state_dict": module.state_dict(),
+    }
+    with atomic_write(path) as fh:
+        torch.save(ckpt, fh)
 
 
 class QM9DataModule(L.LightningDataModule):
@@ -390,9 +416,8 @@ class QM9Task:
         )
         if request.stable_only:
             print(
-                f"{request.n} stable molecule{'s' * (request.n != 1)} kept; {stable} of the "
-                f"{drawn} drawn were "
-                f"stable ({100 * stable / drawn:.1f}%)",
+                f"{request.n} stable molecule{'s' * (request.n != 1)} kept; "
+                f"{stable} of the {drawn} drawn were stable ({100 * stable / drawn:.1f}%)",
                 file=sys.stderr,
             )
         return molecules
