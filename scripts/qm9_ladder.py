@@ -427,9 +427,10 @@ def main(argv=None) -> None:
         try:  # unreadable, not a torch file, not a state dict, or another model's
             state = torch.load(args.init, weights_only=True)
             if isinstance(state, dict) and "state_dict" in state:  # model.ckpt: its flow
-                from molfff.train.runs import load_model
+                from molfff.train.checkpoint import module_from_checkpoint, upgrade_checkpoint
 
-                state = load_model(args.init)[1].flow.state_dict()
+                module = module_from_checkpoint(upgrade_checkpoint(state, args.init))
+                state = module.flow.state_dict()
                 state["log_p_n"] = flow.log_p_n  # the memorised size (model.ckpt pads it)
             flow.load_state_dict(state)
         except Exception as err:  # noqa: BLE001 (pickle, zip, EOF, type errors alike)

@@ -42,7 +42,7 @@ from molfff.files import atomic_write
 from molfff.molecules.flow import MoleculeBatch, MoleculeFlow
 from molfff.molecules.io import WRITTEN, molecule_format
 from molfff.molecules.sampling import sample_molecules, sample_stable
-from molfff.train.checkpoint import SavesClassPath, class_path
+from molfff.train.checkpoint import AtomicCheckpointIO, SavesClassPath
 from molfff.train.config import Config, DataConfig, config_from_dict
 from molfff.train.data import EpochShuffleSampler
 from molfff.train.module import configure_adam, converged_mean, micro_batch, step_generator
@@ -230,13 +230,9 @@ def save_flow_checkpoint(flow: MoleculeFlow, config: Config, path: Path) -> None
     state = flow.state_dict()
     state["log_p_n"] = module.flow.log_p_n
     module.flow.load_state_dict(state)
-    ckpt = {
-        "class_path": class_path(MoleculeModule),
-        "hyper_parameters": dict(module.hparams),
-        "state_dict": module.state_dict(),
-    }
-    with atomic_write(path) as fh:
-        torch.save(ckpt, fh)
+    ckpt = {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}
+    module.on_save_checkpoint(ckpt)  # the class path, as Lightning's saves record it
+    AtomicCheckpointIO().save_checkpoint(ckpt, path)
 
 
 class QM9DataModule(L.LightningDataModule):
