@@ -1,4 +1,5 @@
-"""Architectures: dense conditional ResNets; E(n)-equivariant GNNs (PyG).
+"""Architectures: dense conditional ResNets (optionally inside a learned conditional
+location-scale); E(n)-equivariant GNNs (PyG).
 
 Every flow network is called as ``net(x, c, layout)`` (:class:`molfff.fff.FlowNetwork`).
 The EGNN classes are imported on first access, so dense users do not pay for importing PyG.
@@ -6,6 +7,7 @@ The EGNN classes are imported on first access, so dense users do not pay for imp
 
 from importlib import import_module
 
+from molfff.nn.loc_scale import LocScale, LocScaleInput, LocScaleOutput
 from molfff.nn.resnet import ResidualBlock, ResNet, resnet
 
 _LAZY = {
@@ -18,6 +20,9 @@ _LAZY = {
 __all__ = [
     "EGNN",
     "EGNNFlowNet",
+    "LocScale",
+    "LocScaleInput",
+    "LocScaleOutput",
     "ParticleEGNN",
     "ResNet",
     "ResidualBlock",

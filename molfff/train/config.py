@@ -74,6 +74,10 @@ class ModelConfig:
     # resnet: global skip y = x + W_out h with W_out zero at initialisation (the map starts as the
     # identity); false: y = W_out h with PyTorch's default initialisation (authors' SBI code)
     skip: bool = True
+    # resnet with conditioning: a learned location and scale of c around the encoder's input and
+    # the decoder's output (molfff.nn.loc_scale), so narrow posteriors need no extreme weights
+    loc_scale: bool = False
+    loc_scale_width: int = 64
     dequantizer_blocks: int = 2
     charge_scale: float = 10.0
     type_offset: float = 0.0
@@ -237,6 +241,7 @@ POSITIVE = (
     "model.egnn_normalization_factor",
     "trainer.accumulate_grad_batches",
     "trainer.limit_val_batches",
+    "model.loc_scale_width",
 )
 NON_NEGATIVE = (
     "loss.beta",

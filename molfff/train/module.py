@@ -19,7 +19,7 @@ from torch import Tensor
 from molfff.errors import UserError
 from molfff.fff import DenseLayout, FreeFormFlow, ParticleLayout
 from molfff.fff.standardize import Standardize
-from molfff.nn import ResNet, resnet
+from molfff.nn import LocScaleInput, LocScaleOutput, ResNet, resnet
 from molfff.train.checkpoint import SavesClassPath
 from molfff.train.config import Config, config_from_dict
 
@@ -27,13 +27,19 @@ NETWORKS = ("resnet", "egnn")
 
 
 def build_network(
-    config: Config, dim: int, cond_dim: int, particles: tuple[int, int] | None = None
+    config: Config,
+    dim: int,
+    cond_dim: int,
+    particles: tuple[int, int] | None = None,
+    role: str = "encoder",
 ) -> torch.nn.Module:
-    """One encoder or decoder as the model section describes.
+    """One encoder or decoder (``role``) as the model section describes.
 
     ``resnet``: a dense ResNet (paper preset or width/blocks). ``egnn``: an E(n)-equivariant GNN
     over the particles of each row (``model.width`` hidden units, ``model.blocks`` blocks); needs
-    a particle task.
+    a particle task. ``model.loc_scale``: wrap a conditional ResNet in a learned location and
+    scale of the conditioning (:mod:`molfff.nn.loc_scale`), on the encoder's input and the
+    decoder's output.
     """
     m = config.model
     if m.network not in NETWORKS:
@@ -49,16 +55,23 @@ def build_network(
 
         return ParticleEGNN(*particles, hidden=m.width, blocks=m.blocks)
     if m.preset is not None:
-        return resnet(m.preset, dim, cond_dim)
-    return ResNet(
-        dim,
-        cond_dim,
-        width=m.width,
-        blocks=m.blocks,
-        pre_layers=m.pre_layers,
-        activation=m.activation,
-        skip=m.skip,
-    )
+        net = resnet(m.preset, dim, cond_dim)
+    else:
+        net = ResNet(
+            dim,
+            cond_dim,
+            width=m.width,
+            blocks=m.blocks,
+            pre_layers=m.pre_layers,
+            activation=m.activation,
+            skip=m.skip,
+        )
+    if not m.loc_scale:
+        return net
+    if not cond_dim:
+        raise UserError("model.loc_scale needs conditioning data (e.g. an sbi task)")
+    wrap = LocScaleInput if role == "encoder" else LocScaleOutput
+    return wrap(net, dim, cond_dim, width=m.loc_scale_width, activation=m.activation)
 
 
 def converged_mean(nll: Tensor, converged: Tensor) -> tuple[Tensor, int]:
@@ -115,8 +128,8 @@ class FFFModule(SavesClassPath, L.LightningModule):
         if particles is not None and particles[0] * particles[1] != dim:
             raise ValueError(f"particles {particles} do not make up dimension {dim}")
         self.flow = FreeFormFlow(
-            build_network(self.config, dim, cond_dim, particles),
-            build_network(self.config, dim, cond_dim, particles),
+            build_network(self.config, dim, cond_dim, particles, role="encoder"),
+            build_network(self.config, dim, cond_dim, particles, role="decoder"),
             layout=ParticleLayout(*particles) if particles else DenseLayout(),
             event_shape=(dim,),
         )
