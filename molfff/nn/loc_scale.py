@@ -10,9 +10,9 @@ wrappers here give both networks that zoom for free:
 
 where ``(mu, s) = LocScale(c)`` is a small MLP. The affine parts are ordinary layers of f and g:
 the flow's Jacobians, exact likelihood and inversion include them, and the FFF surrogate trains
-them with everything else. This is the conditional affine layer that masked autoregressive and
-spline flows (Papamakarios et al. 2017; Durkan et al. 2019) put in front of their transforms. The
-last layer starts at zero, so each wrapper starts as its bare network.
+them with everything else. It is a conditional affine layer of the kind masked autoregressive
+flows stack (Papamakarios et al. 2017), here one around each free-form network. The MLP's last
+layer starts at zero, so each wrapper starts as its bare network.
 """
 
 from __future__ import annotations
