@@ -62,44 +62,45 @@ def _broadcast(t: Tensor, like: Tensor) -> Tensor:
     return t.expand_as(like) if t.shape[0] != like.shape[0] else t
 
 
-class LocScaleInput(nn.Module):
+class _Wrapped(nn.Module):
+    """A dense network ``net(x, c, layout)`` with its own :class:`LocScale` of ``c``."""
+
+    def __init__(
+        self, net: nn.Module, dim: int, cond_dim: int, width: int = 64, activation: str = "silu"
+    ):
+        super().__init__()
+        self.net = net
+        self.loc_scale = LocScale(dim, cond_dim, width, activation)
+
+    def _loc_scale(self, c: Tensor | None) -> tuple[Tensor, Tensor]:
+        if c is None:
+            raise ValueError(f"{type(self).__name__} needs the conditioning c")
+        return self.loc_scale(c)
+
+
+class LocScaleInput(_Wrapped):
     """Encoder ``f(x, c) = net((x - mu(c)) * exp(-s(c)), c)`` for dense ``(B, D)`` rows.
 
     Args:
         net: a dense network called as ``net(x, c, layout)``.
         dim, cond_dim, width, activation: of the :class:`LocScale` MLP.
+
+    Raises:
+        ValueError: called without ``c``.
     """
 
-    def __init__(
-        self, net: nn.Module, dim: int, cond_dim: int, width: int = 64, activation: str = "silu"
-    ):
-        super().__init__()
-        self.net = net
-        self.loc_scale = LocScale(dim, cond_dim, width, activation)
-
     def forward(self, x: Tensor, c: Tensor | None = None, layout=None) -> Tensor:
-        if c is None:
-            raise ValueError("a location-scale encoder needs the conditioning c")
-        mu, s = self.loc_scale(c)
+        mu, s = self._loc_scale(c)
         return self.net((x - _broadcast(mu, x)) * torch.exp(-_broadcast(s, x)), c, layout)
 
 
-class LocScaleOutput(nn.Module):
+class LocScaleOutput(_Wrapped):
     """Decoder ``g(z, c) = mu(c) + exp(s(c)) * net(z, c)`` for dense ``(B, D)`` rows.
 
-    Args: as :class:`LocScaleInput`.
+    Args and errors: as :class:`LocScaleInput`.
     """
 
-    def __init__(
-        self, net: nn.Module, dim: int, cond_dim: int, width: int = 64, activation: str = "silu"
-    ):
-        super().__init__()
-        self.net = net
-        self.loc_scale = LocScale(dim, cond_dim, width, activation)
-
     def forward(self, z: Tensor, c: Tensor | None = None, layout=None) -> Tensor:
-        if c is None:
-            raise ValueError("a location-scale decoder needs the conditioning c")
-        mu, s = self.loc_scale(c)
+        mu, s = self._loc_scale(c)
         y = self.net(z, c, layout)
         return _broadcast(mu, y) + torch.exp(_broadcast(s, y)) * y
