@@ -110,6 +110,7 @@ def test_bad_configs_and_flags(tmp_path, monkeypatch, capsys):
     _expect_error(["train", "toy2d", "loss.bta=3"], "unknown config key loss.bta", capsys)
     _expect_error(["train", "toy2d", "--set", "optim.lr=fast"], "optim.lr", capsys)
     _expect_error(["train", "toy2d", "data.density=spiral"], "unknown 2-D density", capsys)
+    _expect_error(["train", "toy2d", "model.loc_scale=true"], "needs conditioning data", capsys)
     _expect_error(["train", "nowhere", "--resume"], "--resume needs a run folder", capsys)
     _expect_error(["sample", "--n", "0"], "--n must be positive", capsys)
     _expect_error(["sample", "--batch-size", "0"], "--batch-size must be positive", capsys)

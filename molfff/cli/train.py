@@ -31,6 +31,7 @@ def cmd_train(args) -> int:
 
     task = build_task(config.data, config.seed)
     task.prepare()  # bad data settings fail before any folder exists
+    task.new_module(config)  # and so do model settings the task cannot take
     if args.run_dir:
         run_dir = Path(args.run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
