@@ -47,7 +47,10 @@ class GaussianPosterior(nn.Module):
         penalty[-1, -1] = 0.0
         self.weights = torch.linalg.solve(design.T @ design + penalty, design.T @ t)
         resid = t - design @ self.weights
-        self.chol = torch.linalg.cholesky(torch.cov(resid.T).reshape(t.shape[1], t.shape[1]))
+        cov = torch.cov(resid.T).reshape(t.shape[1], t.shape[1])
+        # a near-singular residual covariance (collinear theta) gets a jitter of 1e-9 of its scale
+        cov = cov + 1e-9 * cov.diagonal().mean() * torch.eye(len(cov), dtype=cov.dtype)
+        self.chol = torch.linalg.cholesky(cov)
         self.anchor = nn.Parameter(torch.zeros(()), requires_grad=False)  # device and dtype
 
     def _mean(self, x: Tensor) -> Tensor:
@@ -90,6 +93,11 @@ def main() -> None:
         s = simulate_splits(task, args.budget, args.seed, n_test=args.n_test)
         theta = torch.cat([s["train"].x, s["val"].x])
         x = torch.cat([s["train"].c, s["val"].c])
+        if len(theta) <= 2 * theta.shape[1]:
+            p.error(
+                f"{task}: --budget {args.budget} is too small for a {theta.shape[1]}-D "
+                f"covariance; use more than {2 * theta.shape[1]} simulations"
+            )
         model = GaussianPosterior(theta, x, args.ridge)
         nll = -model.log_prob(s["test"].x, s["test"].c).mean().item()
         t = model.st(theta.double())
