@@ -41,6 +41,8 @@ def build_network(
     scale of the conditioning (:mod:`molfff.nn.loc_scale`), on the encoder's input and the
     decoder's output.
     """
+    if role not in ("encoder", "decoder"):
+        raise ValueError(f"role must be 'encoder' or 'decoder', got {role!r}")
     m = config.model
     if m.network not in NETWORKS:
         raise UserError(
