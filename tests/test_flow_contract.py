@@ -1,13 +1,13 @@
 """The contract every flow of the package keeps, checked the same way for each (as zuko does).
 
-Flows: dense ResNet pair, conditional dense ResNet pair, particle EGNN on ``ParticleLayout``,
-EGNNFlowNet pair on a ``GraphLayout`` of graphs of different sizes (plain and conditional), and
-the molecule flow's FreeFormFlow on dequantized molecules. For each: output shapes, gradients of
-the loss and of the exact log-density reach every parameter, the exact log-density against a
-brute-force Jacobian (``torch.autograd.functional.jacobian`` + ``slogdet`` on an independently
-built basis of each sample's subspace, float64), samples that do not interact, the structure
-passed per call (sub-batches give the same per-sample values), and a state-dict round trip into
-a fresh instance giving identical outputs.
+Flows: dense ResNet pair, conditional dense ResNet pair, the authors' conditional MLPResNet pair,
+particle EGNN on ``ParticleLayout``, EGNNFlowNet pair on a ``GraphLayout`` of graphs of different
+sizes (plain and conditional), and the molecule flow's FreeFormFlow on dequantized molecules. For
+each: output shapes, gradients of the loss and of the exact log-density reach every parameter, the
+exact log-density against a brute-force Jacobian (``torch.autograd.functional.jacobian`` +
+``slogdet`` on an independently built basis of each sample's subspace, float64), samples that do
+not interact, the structure passed per call (sub-batches give the same per-sample values), and a
+state-dict round trip into a fresh instance giving identical outputs.
 """
 
 from __future__ import annotations
@@ -21,12 +21,20 @@ from torch import Tensor
 
 from molfff.fff import FreeFormFlow, GraphLayout, Layout, ParticleLayout
 from molfff.molecules.flow import MoleculeBatch, MoleculeFlow
-from molfff.nn import EGNNFlowNet, ParticleEGNN, ResNet
+from molfff.nn import EGNNFlowNet, MLPResNet, ParticleEGNN, ResNet
 
 pytestmark = pytest.mark.usefixtures("float64")
 
 SIZES = [2, 4, 3]  # graphs of different sizes
-KINDS = ["dense", "conditional", "particles", "graph", "graph_conditional", "molecule"]
+KINDS = [
+    "dense",
+    "conditional",
+    "mlp_resnet",
+    "particles",
+    "graph",
+    "graph_conditional",
+    "molecule",
+]
 
 
 @dataclass
@@ -49,6 +57,14 @@ def _perturb(module: torch.nn.Module, seed: int) -> None:
     with torch.no_grad():
         for p in module.parameters():
             p.add_(0.2 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def _mildly_nonlinear(module: torch.nn.Module, gain: float = 0.4) -> None:
+    """Shrink a network that does not start at the identity towards its linear part: Newton's
+    method from ``f(x)`` then reaches the decoder's preimage (from a random start it need not)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.mul_(gain)
 
 
 def _graph_rows(batch: Tensor, features: int, seed: int) -> Tensor:
@@ -93,6 +109,21 @@ def build(kind: str) -> Case:
         samples = _row_samples(4, 3, (1, 0, 3))
         subset = [1, 3]
         sub = (x[subset], None if c is None else c[subset], None)
+    elif kind == "mlp_resnet":
+
+        def make():
+            net = dict(cond_dim=2, width=8, blocks=1, pre_layers=2)
+            return FreeFormFlow(
+                MLPResNet(3, role="encoder", **net),
+                MLPResNet(3, role="decoder", **net),
+                event_shape=(3,),
+            )
+
+        flow = make()
+        x, c = torch.randn(4, 3), torch.randn(4, 2)
+        samples = _row_samples(4, 3, (1, 0, 3))
+        subset = [0, 3]
+        sub = (x[subset], c[subset], None)
     elif kind == "particles":
 
         def make():
@@ -152,9 +183,15 @@ def build(kind: str) -> Case:
         sub = _graph_sub(x, batch, subset, None, 3)
     else:
         raise ValueError(kind)
-    if kind in ("dense", "conditional", "particles"):
+    if kind in ("dense", "conditional", "mlp_resnet", "particles"):
         layout = None
-    _perturb(flow, seed=3)
+    if kind == "mlp_resnet":
+        _mildly_nonlinear(flow)
+        with torch.no_grad():  # points the decoder reaches from typical latents
+            x = flow.decode(torch.randn(x.shape), c)
+        sub = (x[subset], c[subset], None)
+    else:
+        _perturb(flow, seed=3)
     torch.manual_seed(99)
     return Case(flow, x, c, layout, samples, make(), subset, sub)
 

@@ -1,5 +1,6 @@
 """Architectures: dense conditional ResNets (optionally inside a learned conditional
-location-scale); E(n)-equivariant GNNs (PyG).
+location-scale), the FFF authors' SBI network (an MLP composed with a ResNet on ``[x, c]``);
+E(n)-equivariant GNNs (PyG).
 
 Every flow network is called as ``net(x, c, layout)`` (:class:`molfff.fff.FlowNetwork`).
 The EGNN classes are imported on first access, so dense users do not pay for importing PyG.
@@ -8,6 +9,7 @@ The EGNN classes are imported on first access, so dense users do not pay for imp
 from importlib import import_module
 
 from molfff.nn.loc_scale import LocScale, LocScaleInput, LocScaleOutput
+from molfff.nn.mlp_resnet import MLPResNet
 from molfff.nn.resnet import ResidualBlock, ResNet, resnet
 
 _LAZY = {
@@ -23,6 +25,7 @@ __all__ = [
     "LocScale",
     "LocScaleInput",
     "LocScaleOutput",
+    "MLPResNet",
     "ParticleEGNN",
     "ResNet",
     "ResidualBlock",

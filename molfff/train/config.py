@@ -52,6 +52,8 @@ class ModelConfig:
     """Encoder and decoder architecture (both the same).
 
     ``resnet``: ``preset`` (S, L) or ``width``/``blocks``/``pre_layers``/``activation``.
+    ``mlp_resnet``: the FFF authors' SBI network (an MLP of ``pre_layers`` hidden layers, then
+    ``blocks`` residual blocks on ``[x, c]``; :class:`molfff.nn.MLPResNet`).
     ``egnn``: ``width`` hidden units, ``blocks`` equivariant blocks; molecules also use
     ``dequantizer_blocks`` and ``charge_scale`` (dequantized charge = (c + s) / charge_scale),
     and ``egnn_normalization_factor``, the divisor Z of the EGNN's neighbour sums (100 in the

@@ -19,11 +19,11 @@ from torch import Tensor
 from molfff.errors import UserError
 from molfff.fff import DenseLayout, FreeFormFlow, ParticleLayout
 from molfff.fff.standardize import Standardize
-from molfff.nn import LocScaleInput, LocScaleOutput, ResNet, resnet
+from molfff.nn import LocScaleInput, LocScaleOutput, MLPResNet, ResNet, resnet
 from molfff.train.checkpoint import SavesClassPath
 from molfff.train.config import Config, config_from_dict
 
-NETWORKS = ("resnet", "egnn")
+NETWORKS = ("resnet", "mlp_resnet", "egnn")
 
 
 def build_network(
@@ -35,9 +35,11 @@ def build_network(
 ) -> torch.nn.Module:
     """One encoder or decoder (``role``) as the model section describes.
 
-    ``resnet``: a dense ResNet (paper preset or width/blocks). ``egnn``: an E(n)-equivariant GNN
+    ``resnet``: a dense ResNet (paper preset or width/blocks). ``mlp_resnet``: the FFF authors'
+    SBI network (:class:`molfff.nn.MLPResNet`; ``model.width``, ``blocks``, ``pre_layers``,
+    ``activation``; no preset, no global skip). ``egnn``: an E(n)-equivariant GNN
     over the particles of each row (``model.width`` hidden units, ``model.blocks`` blocks); needs
-    a particle task. ``model.loc_scale``: wrap a conditional ResNet in a learned location and
+    a particle task. ``model.loc_scale``: wrap a conditional dense network in a learned location and
     scale of the conditioning (:mod:`molfff.nn.loc_scale`), on the encoder's input and the
     decoder's output.
     """
@@ -56,7 +58,19 @@ def build_network(
         from molfff.nn.particles import ParticleEGNN
 
         return ParticleEGNN(*particles, hidden=m.width, blocks=m.blocks)
-    if m.preset is not None:
+    if m.network == "mlp_resnet":
+        if m.preset is not None:
+            raise UserError("model.preset names a resnet preset; mlp_resnet takes width/blocks")
+        net = MLPResNet(
+            dim,
+            cond_dim,
+            width=m.width,
+            blocks=m.blocks,
+            pre_layers=m.pre_layers,
+            activation=m.activation,
+            role=role,
+        )
+    elif m.preset is not None:
         net = resnet(m.preset, dim, cond_dim)
     else:
         net = ResNet(
