@@ -101,7 +101,7 @@ def test_exact_nll_settings_are_checked():
     from molfff.train.config import load_config
 
     for bad, msg in (
-        ("trainer.select_on=foo", "not one of exact, estimate"),
+        ("trainer.select_on=foo", "not one of exact, estimate, last"),
         ("trainer.newton_max_iter=0", "must be positive"),
         ("trainer.newton_restarts=-1", "non-negative"),
     ):

@@ -142,6 +142,22 @@ def test_select_on_names_the_validation_nll_of_best_ckpt(tmp_path, select_on):
     assert math.isfinite(result.metrics["nll_exact"]) and "nll_estimate" in result.metrics
 
 
+def test_select_on_last_keeps_the_final_weights(tmp_path):
+    """``trainer.select_on=last``: no selection; best.ckpt (which evaluation, sampling and the
+    commands read) holds the weights of the last epoch, also when an earlier one validated
+    better."""
+    cfg = load_config("toy2d", small(tmp_path, epochs=3) + ["trainer.select_on=last"])
+    result = train(cfg)
+    ckpts = result.run_dir / "checkpoints"
+    best, last = (read_checkpoint(ckpts / f"{n}.ckpt") for n in ("best", "last"))
+    assert best["epoch"] == last["epoch"] == 2
+    for key, value in last["state_dict"].items():
+        assert torch.equal(best["state_dict"][key], value), key
+    header = next((result.run_dir / "logs").glob("version_*/metrics.csv")).read_text()
+    assert "val/nll_exact" not in header.splitlines()[0].split(",")
+    assert math.isfinite(result.metrics["nll_exact"])
+
+
 @pytest.mark.slow
 def test_exact_density_of_a_trained_toy_model_integrates_to_one(tmp_path):
     """A toy model trained with a weak reconstruction weight (beta = 2): g(f(x)) misses x, and

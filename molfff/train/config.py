@@ -130,7 +130,9 @@ class TrainerConfig:
     # Validation and test log two NLLs: "exact", the density of the model that samples (the
     # decoder's preimage of x found by Newton steps, molfff.fff.inverse), and "estimate", the
     # paper's eq. 135 at z = f(x) (one Jacobian; blind to how far g(f(x)) is from x).
-    # select_on names the one whose lowest validation value is kept as best.ckpt.
+    # select_on names the one whose lowest validation value is kept as best.ckpt; "last": no
+    # selection, best.ckpt holds the weights at the end of training (validation logs the
+    # estimate only).
     select_on: str = "exact"
     # Newton steps at most for the exact NLL (tolerance: molfff.fff.inverse.default_tol), and
     # fresh starts from p_Z for samples that stall from f(x) (behind a fold of the decoder)
@@ -224,7 +226,7 @@ CHOICES = {
     "optim.schedule": ("onecycle", "exponential", "constant"),
     "logger.wandb": ("offline", "online", "disabled"),
     "loss.decoder_jvp": ("forward", "reverse"),
-    "trainer.select_on": ("exact", "estimate"),
+    "trainer.select_on": ("exact", "estimate", "last"),
 }
 POSITIVE = (
     "data.batch_size",

@@ -204,9 +204,11 @@ class FFFModule(SavesClassPath, L.LightningModule):
         return loss
 
     @property
-    def checkpoint_monitor(self) -> str:
-        """The logged metric whose lowest value picks ``best.ckpt`` (``trainer.select_on``)."""
-        return f"val/nll_{self.config.trainer.select_on}"
+    def checkpoint_monitor(self) -> str | None:
+        """The logged metric whose lowest value picks ``best.ckpt`` (``trainer.select_on``);
+        None for ``last`` (``best.ckpt`` is then the final weights)."""
+        select_on = self.config.trainer.select_on
+        return None if select_on == "last" else f"val/nll_{select_on}"
 
     def evaluate(self, batch, exact: bool = True) -> dict[str, Tensor]:
         """Per-sample NLLs in nats (original units) and how well g was inverted, ``(B,)`` each.

@@ -123,10 +123,11 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
         )
 
     @property
-    def checkpoint_monitor(self) -> str:
+    def checkpoint_monitor(self) -> str | None:
         """The logged metric whose lowest value picks ``best.ckpt``: the NLL given n of
-        ``trainer.select_on`` (see the module docstring)."""
-        return f"val/nll_given_n_{self.config.trainer.select_on}"
+        ``trainer.select_on`` (see the module docstring); None for ``last``."""
+        select_on = self.config.trainer.select_on
+        return None if select_on == "last" else f"val/nll_given_n_{select_on}"
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
         mol = MoleculeBatch.from_pyg(batch)

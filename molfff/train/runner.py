@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import shutil
 import signal
 import sys
 import threading
@@ -100,33 +101,38 @@ def make_trainer(
     checkpoints: bool = True,
     loggers=None,
     progress: bool | None = None,
-    monitor: str = "val/nll_exact",
+    monitor: str | None = "val/nll_exact",
 ) -> L.Trainer:
     """A Lightning Trainer with the run's settings (checkpoints written atomically); ``best.ckpt``
-    has the lowest ``monitor``."""
+    has the lowest ``monitor`` (None: no best.ckpt callback; :func:`train` copies ``last.ckpt``
+    to it at the end)."""
     t = config.trainer
     # the EMA first: callbacks after it see this step's average at the end of a batch
     callbacks = ema_callbacks(config.model.ema_decay) + list(callbacks)
     if checkpoints:
-        # two callbacks: this Lightning's save_last only fires when a new best was saved
-        callbacks += [
+        # separate callbacks: this Lightning's save_last only fires when a new best was saved
+        folder = run_dir / "checkpoints"
+        if monitor is not None:
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=folder,
+                    filename="best",
+                    monitor=monitor,
+                    mode="min",
+                    save_top_k=1,
+                    enable_version_counter=False,
+                )
+            )
+        callbacks.append(
             ModelCheckpoint(
-                dirpath=run_dir / "checkpoints",
-                filename="best",
-                monitor=monitor,
-                mode="min",
-                save_top_k=1,
-                enable_version_counter=False,
-            ),
-            ModelCheckpoint(
-                dirpath=run_dir / "checkpoints",
+                dirpath=folder,
                 filename="last",
                 monitor=None,
                 save_top_k=1,
                 every_n_epochs=1,
                 enable_version_counter=False,
-            ),
-        ]
+            )
+        )
     return L.Trainer(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
@@ -235,6 +241,8 @@ def train(
     if not trainer.is_global_zero:
         return TrainResult(run_dir, {})
     best = run_dir / "checkpoints" / "best.ckpt"
+    if module.checkpoint_monitor is None:  # trainer.select_on=last: the final weights
+        shutil.copyfile(run_dir / "checkpoints" / "last.ckpt", best)
     if best.is_file():
         module.load_state_dict(read_checkpoint(best)["state_dict"])
     # evaluate where training ran (one device on rank 0; the CPU when that is where it ran)
