@@ -104,6 +104,10 @@ def test_exact_nll_settings_are_checked():
         ("trainer.select_on=foo", "not one of exact, estimate, last"),
         ("trainer.newton_max_iter=0", "must be positive"),
         ("trainer.newton_restarts=-1", "non-negative"),
+        ("model.width=0", "must be positive"),
+        ("model.pre_layers=0", "must be positive"),
+        ("model.blocks=-1", "non-negative"),
+        ("model.activation=foo", "not one of relu, silu, tanh, gelu"),
     ):
         with pytest.raises(UserError, match=msg):
             load_config("toy2d", [bad])

@@ -161,6 +161,13 @@ def test_size_distribution_is_fitted_to_the_capped_training_set():
     module = task.new_module(config)
     p_n = module.flow.log_p_n.exp().double().numpy()
     np.testing.assert_allclose(p_n, want, rtol=1e-6, atol=0)
+    # a dense network is not silently replaced by the EGNN (the run's record would be wrong)
+    from molfff.errors import UserError
+
+    for network in ("resnet", "mlp_resnet"):
+        config.model.network = network
+        with pytest.raises(UserError, match="model.network=egnn"):
+            task.new_module(config)
 
 
 def test_nll_metrics_leave_out_sizes_outside_p_n_and_count_them():

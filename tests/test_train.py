@@ -101,6 +101,19 @@ def test_beta_search_rejects_too_small_beta(tmp_path):
     assert beta == 100.0 and "picked beta = 100" in lines[-1]
 
 
+def test_beta_search_with_select_on_last_judges_the_estimate(tmp_path):
+    """``trainer.select_on=last`` monitors nothing; the search must still see an NLL (it saw
+    none and called every beta unstable)."""
+    cfg = load_config(
+        "toy2d",
+        small(tmp_path, n_train=1000)
+        + ["beta_search.betas=[10.0]", "beta_search.epochs=1", "trainer.select_on=last"],
+    )
+    _, (trial,) = search_beta(cfg, report=lambda line: None)
+    assert len(trial.nll) == 1 and math.isfinite(trial.nll[0])
+    assert trial.stable, trial.reason
+
+
 @pytest.mark.parametrize("schedule", ["exponential", "constant"])
 def test_other_schedules_run(tmp_path, schedule):
     cfg = load_config("toy2d", small(tmp_path, epochs=2) + [f"optim.schedule={schedule}"])

@@ -80,7 +80,9 @@ def run_trial(config: Config, beta: float, task: Task | None = None) -> BetaTria
         fit(trainer, module, datamodule=dm)
     except (RuntimeError, ValueError) as err:  # e.g. NaN in a linear algebra routine
         return BetaTrial(beta, [], [], False, f"training failed: {str(err)[:80]}")
-    nll = [row.get(module.checkpoint_monitor, math.nan) for row in history.rows]
+    # trainer.select_on=last monitors nothing: judge on the estimate, which validation always logs
+    key = module.checkpoint_monitor or "val/nll_estimate"
+    nll = [row.get(key, math.nan) for row in history.rows]
     recon = [row.get("val/reconstruction", math.nan) for row in history.rows]
     stable, reason = judge(
         nll, recon, task.data_dim(), config.beta_search.nll_jump, config.beta_search.recon_tol

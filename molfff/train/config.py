@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from molfff.errors import UserError
+from molfff.nn.resnet import ACTIVATIONS
 
 REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
@@ -227,6 +228,7 @@ CHOICES = {
     "logger.wandb": ("offline", "online", "disabled"),
     "loss.decoder_jvp": ("forward", "reverse"),
     "trainer.select_on": ("exact", "estimate", "last"),
+    "model.activation": tuple(ACTIVATIONS),
 }
 POSITIVE = (
     "data.batch_size",
@@ -246,6 +248,8 @@ POSITIVE = (
     "trainer.accumulate_grad_batches",
     "trainer.limit_val_batches",
     "model.loc_scale_width",
+    "model.width",
+    "model.pre_layers",
 )
 NON_NEGATIVE = (
     "loss.beta",
@@ -254,6 +258,7 @@ NON_NEGATIVE = (
     "trainer.newton_restarts",
     "evaluation.samples",
     "evaluation.curve_every_n_steps",
+    "model.blocks",
 )
 FINITE = ("model.type_offset",)  # any sign
 

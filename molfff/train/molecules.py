@@ -322,6 +322,11 @@ class QM9Task:
         return QM9DataModule(splits, config.data.batch_size, config.data.batch_size, config.seed)
 
     def new_module(self, config: Config) -> MoleculeModule:
+        if config.model.network != "egnn":
+            raise UserError(
+                f"config key model.network: molecules are modelled by the EGNN flow only "
+                f"(model.network=egnn), got {config.model.network!r}"
+            )
         return MoleculeModule(config.to_dict(), self.node_distribution.tolist())
 
     def evaluate(self, module: MoleculeModule, split: str, config: Config) -> dict:
