@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from molfff.nn.resnet import ACTIVATIONS, cat_features
+from molfff.nn.resnet import ACTIVATIONS, cat_features, check_dense_input
 
 
 def _mlp(sizes: list[int], activation: str) -> nn.Sequential:
@@ -88,14 +88,7 @@ class MLPResNet(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor | None = None, layout=None) -> Tensor:
         """``(B, D), (B, C) -> (B, D)``; ``layout`` (the flow's) is accepted and ignored."""
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"MLPResNet expects (B, {self.dim}) input, got {tuple(x.shape)}")
-        if self.cond_dim:
-            if c is None or c.shape[-1] != self.cond_dim:
-                got = None if c is None else tuple(c.shape)
-                raise ValueError(f"MLPResNet expects conditioning (B, {self.cond_dim}), got {got}")
-        elif c is not None:
-            raise ValueError("MLPResNet built without conditioning (cond_dim=0) received c")
+        check_dense_input(self, x, c)
         if self.role == "encoder":
             y = self.mlp(self._with_c(x, c))
             return self.linear(self._residual(self._with_c(y, c)))

@@ -36,6 +36,19 @@ class ResidualBlock(nn.Module):
         return h + a * torch.sigmoid(b)  # GLU, written out: functorch has no batched glu_jvp
 
 
+def check_dense_input(net: nn.Module, x: Tensor, c: Tensor | None) -> None:
+    """Raise ValueError unless ``x`` is ``(B, net.dim)`` and ``c`` matches ``net.cond_dim``."""
+    name = type(net).__name__
+    if x.dim() != 2 or x.shape[1] != net.dim:
+        raise ValueError(f"{name} expects (B, {net.dim}) input, got {tuple(x.shape)}")
+    if net.cond_dim:
+        if c is None or c.shape[-1] != net.cond_dim:
+            got = None if c is None else tuple(c.shape)
+            raise ValueError(f"{name} expects conditioning (B, {net.cond_dim}), got {got}")
+    elif c is not None:
+        raise ValueError(f"{name} built without conditioning (cond_dim=0) received c")
+
+
 def cat_features(a: Tensor, b: Tensor) -> Tensor:
     """Concatenate features, broadcasting a single conditioning row over the batch."""
     if b.shape[0] != a.shape[0]:
@@ -92,14 +105,7 @@ class ResNet(nn.Module):
 
     def forward(self, x: Tensor, c: Tensor | None = None, layout=None) -> Tensor:
         """``(B, D), (B, C) -> (B, D)``; ``layout`` (the flow's) is accepted and ignored."""
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"ResNet expects (B, {self.dim}) input, got {tuple(x.shape)}")
-        if self.cond_dim:
-            if c is None or c.shape[-1] != self.cond_dim:
-                got = None if c is None else tuple(c.shape)
-                raise ValueError(f"ResNet expects conditioning (B, {self.cond_dim}), got {got}")
-        elif c is not None:
-            raise ValueError("ResNet built without conditioning (cond_dim=0) received c")
+        check_dense_input(self, x, c)
         h = self.pre(cat_features(x, c) if self.cond_dim else x)
         for block in self.blocks:
             h = block(h, c if self.cond_dim else None)

@@ -58,30 +58,15 @@ def build_network(
         from molfff.nn.particles import ParticleEGNN
 
         return ParticleEGNN(*particles, hidden=m.width, blocks=m.blocks)
+    sizes = dict(width=m.width, blocks=m.blocks, pre_layers=m.pre_layers, activation=m.activation)
     if m.network == "mlp_resnet":
         if m.preset is not None:
             raise UserError("model.preset names a resnet preset; mlp_resnet takes width/blocks")
-        net = MLPResNet(
-            dim,
-            cond_dim,
-            width=m.width,
-            blocks=m.blocks,
-            pre_layers=m.pre_layers,
-            activation=m.activation,
-            role=role,
-        )
+        net = MLPResNet(dim, cond_dim, role=role, **sizes)
     elif m.preset is not None:
         net = resnet(m.preset, dim, cond_dim)
     else:
-        net = ResNet(
-            dim,
-            cond_dim,
-            width=m.width,
-            blocks=m.blocks,
-            pre_layers=m.pre_layers,
-            activation=m.activation,
-            skip=m.skip,
-        )
+        net = ResNet(dim, cond_dim, skip=m.skip, **sizes)
     if not m.loc_scale:
         return net
     if not cond_dim:
