@@ -93,3 +93,58 @@ def test_config_builds_the_wrappers_and_refuses_unconditional_data():
     assert isinstance(module.flow.decoder, LocScaleOutput)
     with pytest.raises(UserError, match="model.loc_scale needs conditioning"):
         FFFModule(cfg, 2, 0)
+
+
+@pytest.mark.usefixtures("float64")
+def test_reconstruction_in_the_loc_scale_frame_is_the_inner_pairs():
+    """Around one shared location-scale, ``x - g(f(x)) = exp(s) * (net_g(net_f(u)) - u)`` with
+    ``u = (x - mu) * exp(-s)``: divided by the decoder's scale, the reconstruction is the inner
+    pair's own, in units of the conditional width."""
+    torch.manual_seed(3)
+    dim, cond = 3, 2
+    net_f = _perturbed(ResNet(dim, cond_dim=cond, width=8, blocks=1))
+    net_g = _perturbed(ResNet(dim, cond_dim=cond, width=8, blocks=1))
+    enc = LocScaleInput(net_f, dim, cond, width=8)
+    _perturbed(enc.loc_scale, std=0.5)
+    dec = LocScaleOutput(net_g, dim, cond, width=8)
+    dec.loc_scale = enc.loc_scale
+    x, c = torch.randn(7, dim), torch.randn(7, cond)
+    mu, s = enc.loc_scale(c)
+    u = (x - mu) * torch.exp(-s)
+    inner = ((net_g(net_f(u, c), c) - u) ** 2).sum(-1)
+    scale = dec.scale(c)
+    torch.testing.assert_close(scale, torch.exp(s))
+    plain = fff_loss(x, enc, dec, beta=1.0, c=c)
+    framed = fff_loss(x, enc, dec, beta=1.0, c=c, residual_scale=scale)
+    torch.testing.assert_close(framed.reconstruction, inner.detach(), rtol=1e-10, atol=1e-12)
+    assert not torch.allclose(plain.reconstruction, framed.reconstruction)  # s is not zero
+    # the scale is a constant weight: no gradient reaches it through the reconstruction
+    probe = scale.detach().requires_grad_(True)
+    fff_loss(x, enc, dec, beta=1.0, c=c, residual_scale=probe).loss.sum().backward()
+    assert probe.grad is None
+
+
+def test_reconstruction_frame_needs_the_location_scale():
+    from molfff.train.config import build_config
+
+    base = {"name": "t", "data": {"name": "toy2d"}}
+    with pytest.raises(UserError, match="needs model.loc_scale"):
+        build_config({**base, "loss": {"reconstruction_frame": "loc_scale"}})
+    with pytest.raises(UserError, match="not one of data, loc_scale"):
+        build_config({**base, "loss": {"reconstruction_frame": "posterior"}})
+
+
+def test_module_trains_in_the_loc_scale_frame():
+    """One training step's reconstruction is measured relative to the decoder's width."""
+    torch.manual_seed(4)
+    cfg = {
+        "name": "t",
+        "model": {"width": 16, "blocks": 1, "loc_scale": True},
+        "loss": {"reconstruction_frame": "loc_scale"},
+    }
+    module = FFFModule(cfg, 2, 3)
+    _perturbed(module.flow.decoder.loc_scale, std=0.5)
+    c = torch.randn(4, 3)
+    torch.testing.assert_close(module._residual_scale(c), module.flow.decoder.scale(c))
+    assert module._residual_scale(c).sub(1).abs().max() > 1e-2
+    assert FFFModule({**cfg, "loss": {}}, 2, 3)._residual_scale(c) is None

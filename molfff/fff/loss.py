@@ -101,6 +101,7 @@ def fff_loss(
     noise_std: float = 0.0,
     generator: torch.Generator | None = None,
     decoder_jvp: str = "reverse",
+    residual_scale: Tensor | None = None,
 ) -> FFFTerms:
     """Free-form flow training loss (see module docstring for the equation).
 
@@ -124,6 +125,11 @@ def fff_loss(
             ``"forward"`` (forward-mode AD, whose primal is the reconstruction). Same values;
             ``scripts/bench_train_step.py`` times both (reverse was faster on CPU for the
             paper's ResNets, where forward-mode AD pays a large per-operation overhead).
+        residual_scale: optional positive scale, broadcastable to x, that divides the residual:
+            the reconstruction is then ``||(x - g(z)) / scale||^2``, the same sum measured in
+            units of ``scale`` (e.g. a learned conditional width; see
+            :meth:`molfff.nn.LocScaleOutput.scale`). Treated as a constant: no gradient flows
+            into it.
 
     Returns:
         :class:`FFFTerms` with per-sample values.
@@ -192,7 +198,10 @@ def fff_loss(
         (vjp,) = torch.autograd.grad(z, x, v, create_graph=True)  # v^T J_f(x)
         trace = trace + layout.dot(vjp, jv) / len(vs)
 
-    reconstruction = layout.sum_per_sample((x - x_hat) ** 2)
+    residual = x - x_hat
+    if residual_scale is not None:
+        residual = residual / residual_scale.detach()
+    reconstruction = layout.sum_per_sample(residual**2)
     log_prob_z = latent.log_prob(z, layout)
     nll_surrogate = -log_prob_z - trace
     return FFFTerms(

@@ -100,6 +100,10 @@ class LocScaleOutput(_Wrapped):
     Args and errors: as :class:`LocScaleInput`.
     """
 
+    def scale(self, c: Tensor | None) -> Tensor:
+        """``exp(s(c))``, ``(B, D)``: the decoder's learned width at each conditioning row."""
+        return torch.exp(self._loc_scale(c)[1])
+
     def forward(self, z: Tensor, c: Tensor | None = None, layout=None) -> Tensor:
         mu, s = self._loc_scale(c)
         y = self.net(z, c, layout)

@@ -98,6 +98,11 @@ class LossConfig:
     hutchinson_sphere: bool = False
     noise_std: float = 0.0
     decoder_jvp: str = "reverse"
+    # "data": ||x - g(f(x))||^2 in the (standardised) data's units. "loc_scale": divided by the
+    # decoder's learned width exp(s_g(c)) (model.loc_scale), so beta weighs the error relative to
+    # a conditional's width, not the prior's, all through training. Measured worse on sir and
+    # bernoulli_glm_raw (README, "Reconstruction relative to the learned width")
+    reconstruction_frame: str = "data"
 
 
 @dataclass

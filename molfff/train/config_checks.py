@@ -19,6 +19,7 @@ CHOICES = {
     "optim.schedule": ("onecycle", "exponential", "constant"),
     "logger.wandb": ("offline", "online", "disabled"),
     "loss.decoder_jvp": ("forward", "reverse"),
+    "loss.reconstruction_frame": ("data", "loc_scale"),
     "trainer.select_on": ("exact", "estimate", "last"),
     "model.activation": tuple(ACTIVATIONS),
 }
@@ -79,6 +80,10 @@ def validate(config: Config) -> None:
     if config.trainer.max_time is not None and not _is_duration(config.trainer.max_time):
         raise UserError(
             f"config key trainer.max_time: {config.trainer.max_time!r} is not DD:HH:MM:SS"
+        )
+    if config.loss.reconstruction_frame == "loc_scale" and not config.model.loc_scale:
+        raise UserError(
+            "config key loss.reconstruction_frame=loc_scale needs model.loc_scale: true"
         )
     decay = config.model.ema_decay
     if decay is not None and not 0 <= decay < 1:

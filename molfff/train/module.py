@@ -174,6 +174,7 @@ class FFFModule(SavesClassPath, L.LightningModule):
             noise_std=cfg.noise_std,
             generator=gen,
             decoder_jvp=cfg.decoder_jvp,
+            residual_scale=self._residual_scale(c),
         )
         loss = terms.loss.mean()
         self.log_dict(
@@ -187,6 +188,12 @@ class FFFModule(SavesClassPath, L.LightningModule):
         )
         self.log("loss", loss, prog_bar=True, logger=False, batch_size=x.shape[0])
         return loss
+
+    def _residual_scale(self, c: Tensor | None) -> Tensor | None:
+        """The decoder's learned width for ``loss.reconstruction_frame=loc_scale``, else None."""
+        if self.config.loss.reconstruction_frame != "loc_scale":
+            return None
+        return self.flow.decoder.scale(c)
 
     @property
     def checkpoint_monitor(self) -> str | None:
