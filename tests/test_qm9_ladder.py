@@ -159,3 +159,26 @@ def test_type_regression_control_refuses_bad_arguments(capsys):
             control.parse_args(argv)
         assert err.value.code == 2
     assert "must be" in capsys.readouterr().err
+
+
+def test_tempered_sample_at_one_is_the_models_sample_and_scales_only_types():
+    """T = 1 draws exactly what :meth:`MoleculeFlow.sample` draws; T = 0 zeroes the type and
+    charge latents only, so the decoded types change and the sizes do not."""
+    from molfff.molecules.flow import MoleculeFlow
+
+    fit = load_script("qm9_latent_fit")
+    torch.manual_seed(0)
+    flow = MoleculeFlow(5, torch.tensor([0.0, 0.0, 0.5, 0.5]), hidden=8, blocks=1).eval()
+    with torch.no_grad():  # a trained-looking decoder: the zero-initialised output layers move
+        for p in flow.flow.decoder.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    want = flow.sample(64, torch.Generator().manual_seed(3))
+    got = fit.tempered_sample(flow, 64, 1.0, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got.pos, want.pos)
+    torch.testing.assert_close(got.one_hot, want.one_hot)
+    torch.testing.assert_close(got.batch, want.batch)
+    cold = fit.tempered_sample(flow, 64, 0.0, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(cold.batch, want.batch)
+    assert not torch.equal(cold.one_hot, want.one_hot)
+    with pytest.raises(SystemExit):
+        fit.main(["some_run", "--type-temperatures", "-1"])
