@@ -87,14 +87,8 @@ def main(argv=None) -> None:
             )
     right = (back[:, 3 : 3 + k].argmax(1) == types).float().mean()
     print(f"atoms whose type g(f(x)) gives back: {100 * float(right):.1f} %")
-    data_share = torch.bincount(types, minlength=k).float() / len(types)
-    sample_share = torch.bincount(samples.one_hot.argmax(1), minlength=k).float()
-    sample_share /= len(samples.batch)
-    for name, share in (("data", data_share), ("samples", sample_share)):
-        text = ", ".join(
-            f"{e} {100 * float(s):.1f} %" for e, s in zip(ELEMENTS, share, strict=True)
-        )
-        print(f"composition of the {name}: {text}")
+    for name, atom_types in (("data", types), ("samples", samples.one_hot.argmax(1))):
+        print(f"composition of the {name}: {_composition(atom_types)}")
     for t in args.type_temperatures:
         print(
             f"type/charge latents scaled by T = {t:g}: {_tempered(flow, len(data), t, args.seed)}"
@@ -108,41 +102,25 @@ def _composition(types: torch.Tensor) -> str:
 
 @torch.no_grad()
 def tempered_sample(flow, n: int, t: float, generator: torch.Generator):
-    """``n`` molecules ``g(z)`` (a :class:`~molfff.molecules.flow.MoleculeBatch`) whose type and
-    charge latents are scaled by ``t``; sizes and ``z`` are drawn as
-    :meth:`MoleculeFlow.sample` draws them, so ``t = 1`` gives its molecules."""
-    from molfff.molecules.flow import MoleculeBatch
-
-    sizes = torch.multinomial(flow.log_p_n.exp(), n, replacement=True, generator=generator)
-    batch = torch.repeat_interleave(torch.arange(n), sizes)
-    weight = next(flow.flow.decoder.parameters())
-    like = torch.empty(len(batch), 3 + flow.num_types + 1, dtype=weight.dtype)
-    layout = flow.graph_layout(batch, n)
-    z = flow.flow.latent.sample(like, layout, generator)
+    """``n`` molecules (a :class:`~molfff.molecules.flow.MoleculeBatch`) decoded from latents
+    whose type and charge columns are scaled by ``t``; drawn as :meth:`MoleculeFlow.sample`
+    draws them, so ``t = 1`` gives its molecules."""
+    z, batch = flow.sample_latent(n, generator)
     z[:, 3:] *= t
-    x = flow.flow.decode(z, None, layout)
-    one_hot, charge = flow.dequantizer.quantize(x[:, 3:])
-    return MoleculeBatch(x[:, :3], one_hot, charge, batch, n)
+    return flow.decode_latent(z, batch, n)
 
 
 def _tempered(flow, n: int, t: float, seed: int) -> str:
     """Stability and composition of :func:`tempered_sample`'s molecules, in words."""
-    import numpy as np
-    from torch_geometric.utils import unbatch
-
-    from molfff.molecules.metrics import atom_stability, is_stable
-    from molfff.molecules.qm9 import ATOM_TYPES
+    from molfff.molecules.metrics import evaluate
+    from molfff.molecules.sampling import molecules_of
 
     mol = tempered_sample(flow, n, t, torch.Generator().manual_seed(seed))
-    types = mol.one_hot.argmax(1)
-    numbers = torch.as_tensor(ATOM_TYPES)[types]
-    pos = unbatch(mol.pos.double(), mol.batch)
-    mols = list(zip(pos, unbatch(numbers, mol.batch), strict=True))
-    stable = np.mean([is_stable(p.numpy(), a.numpy()) for p, a in mols])
-    atoms = np.concatenate([atom_stability(p.numpy(), a.numpy()) for p, a in mols]).mean()
+    scores = evaluate(molecules_of(mol), rdkit=False)
     return (
-        f"molecule stability {100 * stable:.1f} %, atom stability {100 * atoms:.1f} %; "
-        f"composition {_composition(types)}"
+        f"molecule stability {100 * scores['molecule_stability']:.1f} %, "
+        f"atom stability {100 * scores['atom_stability']:.1f} %; "
+        f"composition {_composition(mol.one_hot.argmax(1))}"
     )
 
 

@@ -245,6 +245,17 @@ class MoleculeFlow(nn.Module):
     ) -> MoleculeBatch:
         """Sizes ``n ~ p(n)``, ``z ~ p_Z`` on the zero-CoM subspace, ``[pos, v] = g(z)``,
         types ``argmax``, charges ``floor``: one decoder evaluation."""
+        z, batch = self.sample_latent(num_molecules, generator, sizes)
+        return self.decode_latent(z, batch, num_molecules)
+
+    def sample_latent(
+        self,
+        num_molecules: int,
+        generator: torch.Generator | None = None,
+        sizes: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor]:
+        """The first half of :meth:`sample`: sizes ``n ~ p(n)`` (unless given) and node rows
+        ``z ~ p_Z`` ``(N, 3 + K + 1)`` on the zero-CoM subspace, with their ``batch`` ``(N,)``."""
         device = self.log_p_n.device  # a generator must live on this device too
         if sizes is None:
             sizes = torch.multinomial(
@@ -257,6 +268,11 @@ class MoleculeFlow(nn.Module):
             len(batch), 3 + self.num_types + 1, dtype=weight.dtype, device=weight.device
         )
         layout = self.graph_layout(batch, num_molecules)
-        x = self.flow.sample(like=like, layout=layout, generator=generator)
+        return self.flow.latent.sample(like, layout, generator), batch
+
+    def decode_latent(self, z: Tensor, batch: Tensor, num_molecules: int) -> MoleculeBatch:
+        """The second half of :meth:`sample`: ``[pos, v] = g(z)``, types ``argmax``, charges
+        ``floor``."""
+        x = self.flow.decode(z, None, self.graph_layout(batch, num_molecules))
         one_hot, charge = self.dequantizer.quantize(x[:, 3:])
         return MoleculeBatch(x[:, :3], one_hot, charge, batch, num_molecules)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from molfff.errors import UserError
-from molfff.molecules.flow import MoleculeFlow
+from molfff.molecules.flow import MoleculeBatch, MoleculeFlow
 from molfff.molecules.qm9 import ATOM_TYPES
 
 Molecule = tuple[np.ndarray, np.ndarray]
@@ -29,19 +29,23 @@ def sample_molecules(
     One generator seeded with ``seed`` on the flow's device draws all batches, so the result is
     a function of ``(flow, n, seed, batch_size)``.
     """
-    from torch_geometric.utils import unbatch
-
     g = torch.Generator(device=flow.log_p_n.device).manual_seed(seed)
     out: list[Molecule] = []
     start = time.perf_counter()
     for i in range(0, n, batch_size):
-        mol = flow.sample(min(batch_size, n - i), g)
-        z = torch.as_tensor(ATOM_TYPES)[mol.one_hot.argmax(1).cpu()]  # (N,) atomic numbers
-        batch = mol.batch.cpu()
-        pos = unbatch(mol.pos.double().cpu(), batch, batch_size=mol.num_graphs)
-        for p, zi in zip(pos, unbatch(z, batch, batch_size=mol.num_graphs), strict=True):
-            out.append((p.numpy(), zi.numpy()))
+        out += molecules_of(flow.sample(min(batch_size, n - i), g))
     return out, time.perf_counter() - start
+
+
+def molecules_of(mol: MoleculeBatch) -> list[Molecule]:
+    """A batch's molecules as ``(pos (n_i, 3), atomic numbers (n_i,))`` numpy pairs."""
+    from torch_geometric.utils import unbatch
+
+    z = torch.as_tensor(ATOM_TYPES)[mol.one_hot.argmax(1).cpu()]  # (N,) atomic numbers
+    batch = mol.batch.cpu()
+    pos = unbatch(mol.pos.double().cpu(), batch, batch_size=mol.num_graphs)
+    zs = unbatch(z, batch, batch_size=mol.num_graphs)
+    return [(p.numpy(), zi.numpy()) for p, zi in zip(pos, zs, strict=True)]
 
 
 class StableDraws(NamedTuple):
