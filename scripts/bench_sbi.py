@@ -421,6 +421,9 @@ def main(argv: list[str] | None = None) -> int:
     classifier = "early-stopping" if args.c2st_early_stopping else "sbibm"
     npe_cls = import_npe() if "npe" in args.methods else None
     methods = [m for m in args.methods if m == "fff" or npe_cls is not None]
+    if not methods:
+        print("error: nothing to run: --methods npe needs the sbi package (above)", file=sys.stderr)
+        return 2
     planned = {(t, b, m) for t in args.tasks for b in args.budgets for m in methods}
     rows: list[dict] = []
     if args.resume and csv_path.exists():

@@ -36,3 +36,12 @@ def test_published_lookup_and_plot(tmp_path):
     path = tmp_path / "c2st.png"
     bench.plot(_summary(), path, "sbibm")
     assert path.stat().st_size > 1000
+
+
+def test_npe_only_without_sbi_is_one_error_before_any_work(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "import_npe", lambda: None)
+    monkeypatch.setattr(bench, "simulate_splits", lambda *a, **k: pytest.fail("simulated"))
+    rc = bench.main(["--tasks", "two_moons", "--methods", "npe", "--out-dir", str(tmp_path)])
+    assert rc == 2
+    assert "nothing to run" in capsys.readouterr().err
+    assert not (tmp_path / "results.csv").exists()
