@@ -10,6 +10,10 @@ posterior's mean and the ratio of standard deviations, per parameter, in referen
   density at ``z = f(theta)`` (the paper's eq. 135), and ``exact``, at the decoder's preimage
   (Newton; grid points without a converged preimage are left out, their share printed).
 
+Each density also gets its ``mass``: its integral over the grid (the Riemann sum). A normalised
+density whose mass lies on the grid gives 1; the paper's estimate is a density only where f is
+injective, and a folding encoder (several theta with the same z) gives more than 1.
+
 Telling the three apart says whether a misplaced posterior comes from the likelihood fit (the
 encoder's density is off too) or from sampling through an imprecise inverse (only the samples
 are off).
@@ -47,6 +51,14 @@ def density_mean(theta: Tensor, log_prob: Tensor) -> tuple[Tensor, float]:
     finite = torch.isfinite(log_prob)
     weights = torch.softmax(log_prob[finite], 0)
     return (weights[:, None] * theta[finite]).sum(0), finite.double().mean().item()
+
+
+def grid_mass(log_prob: Tensor, sd: Tensor, half_width: float, points: int) -> float:
+    """Integral of ``exp(log_prob)`` over the rows of :func:`grid` (a Riemann sum; rows with
+    a non-finite value add nothing): 1 for a normalised density whose mass lies on the grid."""
+    cell = (2 * half_width / (points - 1) * sd).prod()
+    finite = log_prob[torch.isfinite(log_prob)]
+    return (torch.logsumexp(finite, 0) + cell.log()).exp().item()
 
 
 def in_reference_sds(mean: Tensor, ref: Tensor) -> Tensor:
@@ -96,7 +108,9 @@ def main(argv: list[str] | None = None) -> int:
                 for name, exact in (("estimate", False), ("exact", True)):
                     lp = module.log_prob(theta_m, x_m, exact=exact).detach().double().cpu()
                     mean, share = density_mean(theta, lp)
+                    mass = grid_mass(lp, ref.std(0), args.half_width, args.points)
                     line += f"; {name} density {_fmt(in_reference_sds(mean, ref))}"
+                    line += f" (mass on the grid {mass:.2f})"
                     line += f" ({100 * share:.0f} % of the grid)" if exact else ""
             print(line)
     except UserError as err:
