@@ -67,6 +67,22 @@ def test_resume_matches_uninterrupted_run(tmp_path, ema_decay):
     longer = load_config("toy2d", small(tmp_path, epochs=6))
     with pytest.raises(UserError, match="one-cycle"):
         train(longer, run_dir=first.run_dir, resume=True)
+    capped = load_config("toy2d", small(tmp_path, epochs=4) + ["trainer.max_steps=5"])
+    with pytest.raises(UserError, match="trainer.max_steps=None"):
+        train(capped, run_dir=first.run_dir, resume=True)
+
+
+def test_max_steps_caps_training_and_the_one_cycle_schedule(tmp_path):
+    """50 epochs of 8 batches, capped at 11 steps: training stops at step 11, and the one-cycle
+    schedule is laid out over those 11 steps, not over 50 epochs' 400."""
+    cfg = load_config(
+        "toy2d", small(tmp_path, epochs=50) + ["trainer.max_steps=11", "data.batch_size=256"]
+    )
+    run = train(cfg)
+    ckpt = read_checkpoint(run.run_dir / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] == 11
+    (sched,) = ckpt["lr_schedulers"]
+    assert sched["total_steps"] == 11
 
 
 def test_checkpoint_round_trip(tmp_path):

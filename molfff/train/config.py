@@ -121,6 +121,10 @@ class TrainerConfig:
     """Passed to ``lightning.Trainer``."""
 
     max_epochs: int = 50
+    # Optimizer steps at most (null: no cap); training stops at whichever of max_epochs and
+    # max_steps comes first, and the one-cycle schedule spans that many steps. A step count
+    # means the same training length at every data size, where epochs do not.
+    max_steps: int | None = None
     accelerator: str = "auto"
     devices: Any = 1
     strategy: str = "auto"

@@ -31,6 +31,7 @@ POSITIVE = (
     "data.budget",
     "optim.lr",
     "trainer.max_epochs",
+    "trainer.max_steps",
     "loss.hutchinson_samples",
     "trainer.newton_max_iter",
     "beta_search.epochs",

@@ -135,6 +135,7 @@ def make_trainer(
         )
     return L.Trainer(
         max_epochs=t.max_epochs,
+        max_steps=-1 if t.max_steps is None else t.max_steps,
         accelerator=t.accelerator,
         devices=t.devices,
         strategy=t.strategy,
@@ -212,12 +213,13 @@ def train(
         # a missing or corrupt file is reported before any work is done
         ckpt = upgrade_checkpoint(read_checkpoint(ckpt_path), ckpt_path)
         old = config_from_dict(ckpt["hyper_parameters"]["config"])
-        if old.optim.schedule == "onecycle" and old.trainer.max_epochs != config.trainer.max_epochs:
-            raise UserError(
-                f"{run_dir} was laid out for {old.trainer.max_epochs} epochs by its "
-                f"one-cycle schedule; resume it with trainer.max_epochs="
-                f"{old.trainer.max_epochs}, or start a new run"
-            )
+        for key in ("max_epochs", "max_steps"):
+            was, now = getattr(old.trainer, key), getattr(config.trainer, key)
+            if old.optim.schedule == "onecycle" and was != now:
+                raise UserError(
+                    f"{run_dir} was laid out for trainer.{key}={was} by its one-cycle "
+                    f"schedule; resume it with trainer.{key}={was}, or start a new run"
+                )
     else:
         ckpt_path = None
     module, dm, task = build(config, task)
