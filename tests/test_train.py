@@ -68,7 +68,7 @@ def test_resume_matches_uninterrupted_run(tmp_path, ema_decay):
     with pytest.raises(UserError, match="one-cycle"):
         train(longer, run_dir=first.run_dir, resume=True)
     capped = load_config("toy2d", small(tmp_path, epochs=4) + ["trainer.max_steps=5"])
-    with pytest.raises(UserError, match="trainer.max_steps=None"):
+    with pytest.raises(UserError, match="trainer.max_steps=null"):
         train(capped, run_dir=first.run_dir, resume=True)
 
 
@@ -83,6 +83,14 @@ def test_max_steps_caps_training_and_the_one_cycle_schedule(tmp_path):
     assert ckpt["global_step"] == 11
     (sched,) = ckpt["lr_schedulers"]
     assert sched["total_steps"] == 11
+
+
+def test_stopping_before_the_first_validation_keeps_the_final_weights(tmp_path, capsys):
+    cfg = load_config("toy2d", small(tmp_path, epochs=3) + ["trainer.max_steps=3"])
+    run = train(cfg)
+    best = read_checkpoint(run.run_dir / "checkpoints" / "best.ckpt")
+    assert best["global_step"] == 3
+    assert "before its first validation" in capsys.readouterr().err
 
 
 def test_checkpoint_round_trip(tmp_path):

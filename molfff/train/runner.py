@@ -216,6 +216,7 @@ def train(
         for key in ("max_epochs", "max_steps"):
             was, now = getattr(old.trainer, key), getattr(config.trainer, key)
             if old.optim.schedule == "onecycle" and was != now:
+                was = "null" if was is None else was
                 raise UserError(
                     f"{run_dir} was laid out for trainer.{key}={was} by its one-cycle "
                     f"schedule; resume it with trainer.{key}={was}, or start a new run"
@@ -243,8 +244,16 @@ def train(
     if not trainer.is_global_zero:
         return TrainResult(run_dir, {})
     best = run_dir / "checkpoints" / "best.ckpt"
+    last = run_dir / "checkpoints" / "last.ckpt"
     if module.checkpoint_monitor is None:  # trainer.select_on=last: the final weights
-        shutil.copyfile(run_dir / "checkpoints" / "last.ckpt", best)
+        shutil.copyfile(last, best)
+    elif not best.is_file() and last.is_file():  # stopped (max_steps, max_time) before validating
+        print(
+            "note: training stopped before its first validation, so nothing was selected; "
+            "best.ckpt holds the final weights",
+            file=sys.stderr,
+        )
+        shutil.copyfile(last, best)
     if best.is_file():
         module.load_state_dict(read_checkpoint(best)["state_dict"])
     # evaluate where training ran (one device on rank 0; the CPU when that is where it ran)
