@@ -213,9 +213,10 @@ def train(
         # a missing or corrupt file is reported before any work is done
         ckpt = upgrade_checkpoint(read_checkpoint(ckpt_path), ckpt_path)
         old = config_from_dict(ckpt["hyper_parameters"]["config"])
-        for key in ("max_epochs", "max_steps"):
-            was, now = getattr(old.trainer, key), getattr(config.trainer, key)
-            if old.optim.schedule == "onecycle" and was != now:
+        # the one-cycle schedule was laid out over the old length: a new one cannot continue it
+        for key in ("max_epochs", "max_steps") if old.optim.schedule == "onecycle" else ():
+            was = getattr(old.trainer, key)
+            if was != getattr(config.trainer, key):
                 was = "null" if was is None else was
                 raise UserError(
                     f"{run_dir} was laid out for trainer.{key}={was} by its one-cycle "
