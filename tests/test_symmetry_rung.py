@@ -1,0 +1,47 @@
+"""scripts/symmetry_rung.py: labellings of a rigid shape and its permutation-free RMSD."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy.spatial.transform import Rotation
+
+from tests.helpers import load_script
+
+rung = load_script("symmetry_rung")
+
+
+@pytest.mark.parametrize(
+    ("name", "count"),
+    [("tetrahedron", 1), ("square", 3), ("scalene4", 24), ("octahedron", 15), ("scalene6", 720)],
+)
+def test_labellings_are_n_factorial_over_the_point_group(name, count):
+    """Td realises all 24 permutations of a tetrahedron's vertices, D4h 8 of a square's, Oh 48
+    of an octahedron's; the scalene shapes realise only the identity."""
+    assert rung.labellings(rung.shapes()[name]) == count
+
+
+def test_aligned_rmsd_ignores_order_rotation_reflection_and_translation():
+    ref = rung.shapes()["scalene6"]
+    rng = np.random.default_rng(0)
+    mirror = np.diag([1.0, 1.0, -1.0])
+    copies, noisy = [], []
+    for k in range(5):
+        rot = Rotation.random(random_state=k).as_matrix() @ (mirror if k % 2 else np.eye(3))
+        perm = rng.permutation(6)
+        copies.append(ref[perm] @ rot.T + rng.normal(size=3))
+        noisy.append(copies[-1] + 0.01 * rng.normal(size=(6, 3)))
+    assert rung.aligned_rmsd(np.stack(copies), ref) == pytest.approx(np.zeros(5), abs=1e-6)
+    # a perturbation can only be aligned away in part: 0 < RMSD <= its own RMS
+    rms = [math.sqrt(((n - c) ** 2).sum() / 6) for n, c in zip(noisy, copies, strict=True)]
+    got = rung.aligned_rmsd(np.stack(noisy), ref)
+    assert np.all(got > 0) and np.all(got <= np.array(rms) + 1e-12)
+    # a different shape is far whatever the labelling
+    assert rung.aligned_rmsd(rung.shapes()["octahedron"][None], ref)[0] > 0.1
+
+
+def test_refuses_bad_counts(tmp_path):
+    with pytest.raises(SystemExit, match="--steps must be >= 1"):
+        rung.main(["--steps", "0"])
+    with pytest.raises(SystemExit, match="does not exist"):
+        rung.main(["--out", str(tmp_path / "missing" / "x.jsonl")])
