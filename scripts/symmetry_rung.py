@@ -179,6 +179,11 @@ def main(argv=None) -> None:
     for key in ("steps", "batch", "width", "blocks", "samples"):
         if getattr(args, key) < 1:
             sys.exit(f"--{key} must be >= 1")
+    for key in ("lr", "beta", "tolerance"):
+        if not getattr(args, key) > 0:
+            sys.exit(f"--{key} must be > 0")
+    if not args.noise_std >= 0:
+        sys.exit("--noise-std must be >= 0")
     if args.out is not None and not args.out.parent.is_dir():
         sys.exit(f"--out: folder {args.out.parent} does not exist")
     print(f"{'shape':<12} {'n':>2} {'labellings':>10} {'is the shape':>12} {'median RMSD':>11}  s")

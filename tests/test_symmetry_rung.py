@@ -43,5 +43,11 @@ def test_aligned_rmsd_ignores_order_rotation_reflection_and_translation():
 def test_refuses_bad_counts(tmp_path):
     with pytest.raises(SystemExit, match="--steps must be >= 1"):
         rung.main(["--steps", "0"])
+    with pytest.raises(SystemExit, match="--tolerance must be > 0"):
+        rung.main(["--tolerance", "-1"])
+    with pytest.raises(SystemExit, match="--noise-std must be >= 0"):
+        rung.main(["--noise-std", "-0.1"])
+    with pytest.raises(SystemExit, match="--beta must be > 0"):
+        rung.main(["--beta", "nan"])
     with pytest.raises(SystemExit, match="does not exist"):
         rung.main(["--out", str(tmp_path / "missing" / "x.jsonl")])
