@@ -72,37 +72,35 @@ def shapes() -> dict[str, np.ndarray]:
     return {k: v - v.mean(0) for k, v in out.items()}
 
 
-def aligned_rmsd(samples: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """``(S, n, 3), (n, 3) -> (S,)``: RMSD after the best permutation and orthogonal map.
+def orthogonal_fit_sq(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``(..., n, 3), (n, 3) -> (...)``: summed squared residual of centred ``a`` (in its given
+    order) to centred ``ref`` after the best orthogonal map.
 
-    Exhaustive over the n! permutations; for each, Kabsch with reflections allowed (the optimal
-    orthogonal map is ``U V^T`` of the cross-covariance's SVD).
+    Kabsch with reflections allowed: the optimal map's fit is the sum of the singular values of
+    the cross-covariance ``a^T ref``, so the residual is ``|a|^2 + |ref|^2 - 2 sum(sigma)``.
     """
+    sv = np.linalg.svd(np.einsum("...ni,nj->...ij", a, ref), compute_uv=False).sum(-1)
+    return np.clip((a**2).sum((-1, -2)) + (ref**2).sum() - 2 * sv, 0, None)
+
+
+def aligned_rmsd(samples: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``(S, n, 3), (n, 3) -> (S,)``: RMSD after the best permutation and orthogonal map,
+    exhaustive over the n! permutations."""
     n = ref.shape[0]
     perms = np.array(list(itertools.permutations(range(n))))  # (P, n)
     a = samples - samples.mean(1, keepdims=True)
     best = np.full(len(a), np.inf)
     for chunk in np.array_split(np.arange(len(a)), max(1, len(a) * len(perms) // 200_000)):
-        pa = a[chunk][:, perms]  # (s, P, n, 3)
-        h = np.einsum("spni,nj->spij", pa, ref)
-        sv = np.linalg.svd(h, compute_uv=False).sum(-1)  # trace of the optimal orthogonal fit
-        sq = (pa**2).sum((-1, -2)) + (ref**2).sum() - 2 * sv
-        best[chunk] = np.sqrt(np.clip(sq.min(1), 0, None) / n)
+        best[chunk] = np.sqrt(orthogonal_fit_sq(a[chunk][:, perms], ref).min(1) / n)
     return best
 
 
 def labellings(ref: np.ndarray) -> int:
     """n! / |G|: permutations of the shape that no rotation or reflection realises, counted."""
     n = ref.shape[0]
-    perms = list(itertools.permutations(range(n)))
-    realised = sum(aligned_rmsd_fixed(ref[list(p)], ref) < 1e-6 for p in perms)
+    perms = np.array(list(itertools.permutations(range(n))))
+    realised = int((np.sqrt(orthogonal_fit_sq(ref[perms], ref) / n) < 1e-6).sum())
     return math.factorial(n) // realised
-
-
-def aligned_rmsd_fixed(a: np.ndarray, ref: np.ndarray) -> float:
-    """RMSD of a to ref in the given atom order, after the best orthogonal map."""
-    sv = np.linalg.svd(a.T @ ref, compute_uv=False).sum()
-    return math.sqrt(max((a**2).sum() + (ref**2).sum() - 2 * sv, 0.0) / len(a))
 
 
 def random_rotations(b: int, g: torch.Generator) -> torch.Tensor:
@@ -163,7 +161,8 @@ def train_one(ref: np.ndarray, args) -> dict:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--shapes", nargs="+", default=list(shapes()), choices=list(shapes()))
+    catalogue = shapes()
+    p.add_argument("--shapes", nargs="+", default=list(catalogue), choices=list(catalogue))
     p.add_argument("--steps", type=int, default=3000)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
@@ -188,7 +187,7 @@ def main(argv=None) -> None:
         sys.exit(f"--out: folder {args.out.parent} does not exist")
     print(f"{'shape':<12} {'n':>2} {'labellings':>10} {'is the shape':>12} {'median RMSD':>11}  s")
     for name in args.shapes:
-        ref = shapes()[name]
+        ref = catalogue[name]
         row = {
             "shape": name,
             "n": len(ref),
