@@ -21,7 +21,7 @@ neighbours about 1.5 apart (bond lengths, in Å):
 - ``octahedron``: regular, 6 points, 48 realised (Oh), 15 labellings;
 - ``scalene6``: a distorted octahedron with no symmetry, 720 labellings.
 
-    python scripts/symmetry_rung.py --steps 3000 --out runs/symmetry_rung.json
+    python scripts/symmetry_rung.py --steps 2000 --batch 64 --out symmetry_rung.jsonl
 """
 
 from __future__ import annotations
@@ -163,15 +163,15 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     catalogue = shapes()
     p.add_argument("--shapes", nargs="+", default=list(catalogue), choices=list(catalogue))
-    p.add_argument("--steps", type=int, default=3000)
-    p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--beta", type=float, default=100.0)
-    p.add_argument("--width", type=int, default=64)
-    p.add_argument("--blocks", type=int, default=4)
+    p.add_argument("--steps", type=int, default=3000, help="Adam steps per shape")
+    p.add_argument("--batch", type=int, default=128, help="rotated noisy copies per step")
+    p.add_argument("--lr", type=float, default=1e-3, help="annealed to 0 (cosine)")
+    p.add_argument("--beta", type=float, default=100.0, help="FFF reconstruction weight")
+    p.add_argument("--width", type=int, default=64, help="EGNN hidden width")
+    p.add_argument("--blocks", type=int, default=4, help="EGNN blocks")
     p.add_argument("--noise-std", type=float, default=0.05, help="per coordinate, Å")
     p.add_argument("--tolerance", type=float, default=0.15, help="RMSD that counts as the shape, Å")
-    p.add_argument("--samples", type=int, default=2000)
+    p.add_argument("--samples", type=int, default=2000, help="samples scored per shape")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=None, help="append one JSON line per shape")
     args = p.parse_args(argv)
@@ -183,6 +183,8 @@ def main(argv=None) -> None:
             sys.exit(f"--{key} must be > 0")
     if not args.noise_std >= 0:
         sys.exit("--noise-std must be >= 0")
+    if args.out is not None and args.out.is_dir():
+        sys.exit(f"--out: {args.out} is a folder; give a file to append JSON lines to")
     if args.out is not None and not args.out.parent.is_dir():
         sys.exit(f"--out: folder {args.out.parent} does not exist")
     print(f"{'shape':<12} {'n':>2} {'labellings':>10} {'is the shape':>12} {'median RMSD':>11}  s")

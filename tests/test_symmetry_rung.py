@@ -49,5 +49,7 @@ def test_refuses_bad_counts(tmp_path):
         rung.main(["--noise-std", "-0.1"])
     with pytest.raises(SystemExit, match="--beta must be > 0"):
         rung.main(["--beta", "nan"])
+    with pytest.raises(SystemExit, match="is a folder"):
+        rung.main(["--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="does not exist"):
         rung.main(["--out", str(tmp_path / "missing" / "x.jsonl")])
