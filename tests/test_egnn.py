@@ -318,3 +318,35 @@ def test_group_element_acts_on_rows():
     same = batch[:, None] == batch[None, :]  # distances within a graph are kept
     d_x = torch.cdist(x[:, :3], x[:, :3])[g.permutation][:, g.permutation]
     torch.testing.assert_close(torch.cdist(y[:, :3], y[:, :3])[same], d_x[same])
+
+
+def test_node_attributes_keep_e3_equivariance_and_break_permutation_equivariance():
+    from molfff.nn import ParticleEGNN
+
+    torch.manual_seed(8)
+    n, b = 5, 3
+    x = torch.randn(b, n * 3)
+    x = (x.reshape(b, n, 3) - x.reshape(b, n, 3).mean(1, keepdim=True)).reshape(b, n * 3)
+    batch = torch.arange(b).repeat_interleave(n)
+    pos, h = x.reshape(b * n, 3), torch.zeros(b * n, 0)
+
+    def as_rows(net):
+        return rows_map(lambda t: net(t[:, :3].reshape(b, n * 3)).reshape(b * n, 3))
+
+    labelled = _perturb(ParticleEGNN(n, 3, distinguishable=True, **SMALL))
+    identical = _perturb(ParticleEGNN(n, 3, **SMALL))
+    assert labelled.net.net.embedding.in_features == n  # the one-hot index is read
+    check_equivariance(as_rows(identical), pos, h, batch)
+    check_equivariance(as_rows(labelled), pos, h, batch, permute=False)
+    with pytest.raises(AssertionError, match="equivariance error"):
+        check_equivariance(as_rows(labelled), pos, h, batch, translate=False)
+
+    net = _perturb(EGNNFlowNet(2, node_attr_dim=3, **SMALL))
+    layout = GraphLayout(_batch())
+    rows = _rows(_batch())
+    with pytest.raises(ValueError, match="node_attr"):
+        net(rows, None, layout)
+    with pytest.raises(ValueError, match="node_attr"):
+        net(rows, None, layout, torch.zeros(len(rows), 2))
+    with pytest.raises(ValueError, match="without node attributes"):
+        EGNNFlowNet(2, **SMALL)(rows, None, layout, torch.zeros(len(rows), 3))

@@ -1,5 +1,6 @@
 """scripts/symmetry_rung.py: labellings of a rigid shape and its permutation-free RMSD."""
 
+import json
 import math
 
 import numpy as np
@@ -53,3 +54,27 @@ def test_refuses_bad_counts(tmp_path):
         rung.main(["--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="does not exist"):
         rung.main(["--out", str(tmp_path / "missing" / "x.jsonl")])
+
+
+@pytest.mark.parametrize("labelled", [False, True])
+def test_a_short_run_writes_one_scored_row_per_shape(tmp_path, labelled):
+    out = tmp_path / "rows.jsonl"
+    flags = [
+        "--shapes",
+        "square",
+        "--steps",
+        "2",
+        "--batch",
+        "4",
+        "--samples",
+        "20",
+        "--width",
+        "8",
+    ]
+    rung.main(
+        flags + ["--blocks", "1", "--out", str(out)] + (["--distinguishable"] if labelled else [])
+    )
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["shape"] == "square" and row["labellings"] == 3 and row["steps"] == 2
+    assert row["distinguishable"] is labelled
+    assert 0 <= row["share_is_shape"] <= 1 and row["median_rmsd"] > 0

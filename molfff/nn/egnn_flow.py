@@ -33,6 +33,10 @@ class EGNNFlowNet(nn.Module):
         pos_dim: d, number of position columns (3 for molecules, 2 for DW4).
         cond_dim: C, per-graph conditioning ``c`` of shape ``(B, C)`` appended to every node's
             features (0: unconditional).
+        node_attr_dim: A, fixed per-node attributes ``node_attr`` of shape ``(N, A)`` that the
+            network reads but does not transform (0: none). They must be invariant (e.g. a
+            particle's index or species); they keep E(d)-equivariance, and break permutation
+            equivariance wherever two nodes' attributes differ.
         zero_init: start the feature output layer at zero (the map starts at the identity on
             features); False keeps PyTorch's default initialisation, as the authors' E-FFF code
             (vislearn/FFF, EDM's ``EGNN_dynamics_QM9``) does.
@@ -45,26 +49,36 @@ class EGNNFlowNet(nn.Module):
         pos_dim: int = 3,
         cond_dim: int = 0,
         zero_init: bool = True,
+        node_attr_dim: int = 0,
         **egnn_kwargs,
     ):
         super().__init__()
-        if features < 0 or pos_dim < 1 or cond_dim < 0:
+        if features < 0 or pos_dim < 1 or cond_dim < 0 or node_attr_dim < 0:
             raise ValueError(
                 f"invalid EGNNFlowNet sizes: features={features}, pos_dim={pos_dim}, "
-                f"cond_dim={cond_dim}"
+                f"cond_dim={cond_dim}, node_attr_dim={node_attr_dim}"
             )
         self.features, self.pos_dim, self.cond_dim = features, pos_dim, cond_dim
-        self.net = EGNN(features + cond_dim, features, **egnn_kwargs)
+        self.node_attr_dim = node_attr_dim
+        self.net = EGNN(features + cond_dim + node_attr_dim, features, **egnn_kwargs)
         if zero_init and self.net.embedding_out is not None:
             nn.init.zeros_(self.net.embedding_out.weight)
             nn.init.zeros_(self.net.embedding_out.bias)
 
-    def forward(self, x: Tensor, c: Tensor | None = None, layout: Layout | None = None) -> Tensor:
-        """``(N, d + F) -> (N, d + F)``; ``c`` is ``(B, C)`` when ``cond_dim > 0``.
+    def forward(
+        self,
+        x: Tensor,
+        c: Tensor | None = None,
+        layout: Layout | None = None,
+        node_attr: Tensor | None = None,
+    ) -> Tensor:
+        """``(N, d + F) -> (N, d + F)``; ``c`` is ``(B, C)`` when ``cond_dim > 0``, ``node_attr``
+        is ``(N, A)`` when ``node_attr_dim > 0``.
 
         Raises:
             ValueError: without a :class:`~molfff.fff.GraphLayout` matching ``x`` and
-                ``pos_dim``, or with conditioning that does not match ``cond_dim``.
+                ``pos_dim``, or with conditioning or node attributes that do not match
+                ``cond_dim`` / ``node_attr_dim``.
         """
         width = self.pos_dim + self.features
         if x.dim() != 2 or x.shape[1] != width:
@@ -93,6 +107,15 @@ class EGNNFlowNet(nn.Module):
             h_in = torch.cat([h, c[batch]], dim=1)
         elif c is not None:
             raise ValueError("EGNNFlowNet built without conditioning (cond_dim=0) received c")
+        if self.node_attr_dim:
+            if node_attr is None or node_attr.shape != (x.shape[0], self.node_attr_dim):
+                got = None if node_attr is None else tuple(node_attr.shape)
+                raise ValueError(
+                    f"expected node_attr ({x.shape[0]}, {self.node_attr_dim}), got {got}"
+                )
+            h_in = torch.cat([h_in, node_attr.to(h_in)], dim=1)
+        elif node_attr is not None:
+            raise ValueError("EGNNFlowNet built without node attributes received node_attr")
         pos_out, h_out = self.net(pos, h_in, batch, layout.edge_index)
         delta = subtract_graph_mean(pos_out - pos, batch, num_graphs)  # (N, d)
         return torch.cat([pos + delta, h + h_out], dim=1)

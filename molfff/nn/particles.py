@@ -4,12 +4,13 @@ Particle systems (DW4, LJ13, LJ55) are dense rows ``(x_1, ..., x_n)`` of n parti
 dimensions, with no per-particle features. :class:`ParticleEGNN` views each row as a fully
 connected graph of n nodes (:meth:`molfff.fff.ParticleLayout.graph`) and applies
 :class:`~molfff.nn.egnn_flow.EGNNFlowNet`, so the map is E(d)-equivariant and
-permutation-equivariant, and keeps the zero-centre-of-mass subspace that
-:class:`~molfff.fff.ParticleLayout` describes.
+permutation-equivariant (unless the particles are made ``distinguishable``), and keeps the
+zero-centre-of-mass subspace that :class:`~molfff.fff.ParticleLayout` describes.
 """
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from molfff.fff.layout import Layout, ParticleLayout
@@ -26,17 +27,26 @@ class ParticleEGNN(nn.Module):
     Args:
         n_particles: n.
         spatial_dim: d.
+        distinguishable: give particle i the fixed one-hot attribute e_i (read, not transformed;
+            :class:`~molfff.nn.egnn_flow.EGNNFlowNet`'s ``node_attr``). The map stays
+            E(d)-equivariant but is no longer permutation-equivariant, so the density can tell
+            labellings of one configuration apart: each particle is its own species. False (the
+            default) is right for identical particles (DW4, LJ13, LJ55).
         **egnn_kwargs: passed to :class:`~molfff.nn.egnn.EGNN` (``hidden``, ``blocks``, ...).
     """
 
-    def __init__(self, n_particles: int, spatial_dim: int, **egnn_kwargs):
+    def __init__(
+        self, n_particles: int, spatial_dim: int, distinguishable: bool = False, **egnn_kwargs
+    ):
         super().__init__()
         if n_particles < 2 or spatial_dim < 1:
             raise ValueError(
                 f"need n_particles >= 2 and spatial_dim >= 1, got {n_particles}, {spatial_dim}"
             )
         self.n_particles, self.spatial_dim = n_particles, spatial_dim
-        self.net = EGNNFlowNet(features=0, pos_dim=spatial_dim, **egnn_kwargs)
+        self.distinguishable = distinguishable
+        attr = n_particles if distinguishable else 0
+        self.net = EGNNFlowNet(features=0, pos_dim=spatial_dim, node_attr_dim=attr, **egnn_kwargs)
 
     def forward(self, x: Tensor, c: Tensor | None = None, layout: Layout | None = None) -> Tensor:
         n, d = self.n_particles, self.spatial_dim
@@ -52,4 +62,7 @@ class ParticleEGNN(nn.Module):
                 f"ParticleEGNN({n}, {d}) needs a ParticleLayout({n}, {d}), got {layout!r}"
             )
         b = x.shape[0]
-        return self.net(x.reshape(b * n, d), c, layout.graph(x)).reshape(b, n * d)
+        attr = None
+        if self.distinguishable:
+            attr = torch.eye(n, dtype=x.dtype, device=x.device).repeat(b, 1)  # (B·n, n)
+        return self.net(x.reshape(b * n, d), c, layout.graph(x), attr).reshape(b, n * d)
