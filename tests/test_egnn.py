@@ -341,12 +341,9 @@ def test_node_attributes_keep_e3_equivariance_and_break_permutation_equivariance
     with pytest.raises(AssertionError, match="equivariance error"):
         check_equivariance(as_rows(labelled), pos, h, batch, translate=False)
 
-    net = _perturb(EGNNFlowNet(2, node_attr_dim=3, **SMALL))
-    layout = GraphLayout(_batch())
-    rows = _rows(_batch())
-    with pytest.raises(ValueError, match="node_attr"):
-        net(rows, None, layout)
-    with pytest.raises(ValueError, match="node_attr"):
-        net(rows, None, layout, torch.zeros(len(rows), 2))
-    with pytest.raises(ValueError, match="without node attributes"):
-        EGNNFlowNet(2, **SMALL)(rows, None, layout, torch.zeros(len(rows), 3))
+    # node_index: node k of every graph reads e_k, whatever the graph's size
+    net = EGNNFlowNet(2, node_index=5, **SMALL)
+    ranks = net._index_one_hot(_batch(), 3).argmax(1)
+    assert ranks.tolist() == [0, 1, 2, 0, 1, 2, 3, 4, 0, 1]
+    with pytest.raises(ValueError, match="a graph has 5 nodes; node_index=4"):
+        EGNNFlowNet(2, node_index=4, **SMALL)(_rows(_batch()), None, GraphLayout(_batch()))

@@ -33,10 +33,12 @@ class EGNNFlowNet(nn.Module):
         pos_dim: d, number of position columns (3 for molecules, 2 for DW4).
         cond_dim: C, per-graph conditioning ``c`` of shape ``(B, C)`` appended to every node's
             features (0: unconditional).
-        node_attr_dim: A, fixed per-node attributes ``node_attr`` of shape ``(N, A)`` that the
-            network reads but does not transform (0: none). They must be invariant (e.g. a
-            particle's index or species); they keep E(d)-equivariance, and break permutation
-            equivariance wherever two nodes' attributes differ.
+        node_index: I > 0 makes nodes distinguishable: node k of every graph (in row order)
+            reads the fixed one-hot attribute e_k of length I, which is not transformed. The map
+            stays E(d)-equivariant but is no longer permutation-equivariant, so the density can
+            tell the labellings of one configuration apart (as for the atoms of one fixed
+            molecule). 0 (the default): permutation-equivariant. Graphs must have at most I
+            nodes.
         zero_init: start the feature output layer at zero (the map starts at the identity on
             features); False keeps PyTorch's default initialisation, as the authors' E-FFF code
             (vislearn/FFF, EDM's ``EGNN_dynamics_QM9``) does.
@@ -49,36 +51,29 @@ class EGNNFlowNet(nn.Module):
         pos_dim: int = 3,
         cond_dim: int = 0,
         zero_init: bool = True,
-        node_attr_dim: int = 0,
+        node_index: int = 0,
         **egnn_kwargs,
     ):
         super().__init__()
-        if features < 0 or pos_dim < 1 or cond_dim < 0 or node_attr_dim < 0:
+        if features < 0 or pos_dim < 1 or cond_dim < 0 or node_index < 0:
             raise ValueError(
                 f"invalid EGNNFlowNet sizes: features={features}, pos_dim={pos_dim}, "
-                f"cond_dim={cond_dim}, node_attr_dim={node_attr_dim}"
+                f"cond_dim={cond_dim}, node_index={node_index}"
             )
         self.features, self.pos_dim, self.cond_dim = features, pos_dim, cond_dim
-        self.node_attr_dim = node_attr_dim
-        self.net = EGNN(features + cond_dim + node_attr_dim, features, **egnn_kwargs)
+        self.node_index = node_index
+        self.net = EGNN(features + cond_dim + node_index, features, **egnn_kwargs)
         if zero_init and self.net.embedding_out is not None:
             nn.init.zeros_(self.net.embedding_out.weight)
             nn.init.zeros_(self.net.embedding_out.bias)
 
-    def forward(
-        self,
-        x: Tensor,
-        c: Tensor | None = None,
-        layout: Layout | None = None,
-        node_attr: Tensor | None = None,
-    ) -> Tensor:
-        """``(N, d + F) -> (N, d + F)``; ``c`` is ``(B, C)`` when ``cond_dim > 0``, ``node_attr``
-        is ``(N, A)`` when ``node_attr_dim > 0``.
+    def forward(self, x: Tensor, c: Tensor | None = None, layout: Layout | None = None) -> Tensor:
+        """``(N, d + F) -> (N, d + F)``; ``c`` is ``(B, C)`` when ``cond_dim > 0``.
 
         Raises:
             ValueError: without a :class:`~molfff.fff.GraphLayout` matching ``x`` and
-                ``pos_dim``, or with conditioning or node attributes that do not match
-                ``cond_dim`` / ``node_attr_dim``.
+                ``pos_dim``, with conditioning that does not match ``cond_dim``, or with a graph
+                of more than ``node_index`` nodes.
         """
         width = self.pos_dim + self.features
         if x.dim() != 2 or x.shape[1] != width:
@@ -107,15 +102,20 @@ class EGNNFlowNet(nn.Module):
             h_in = torch.cat([h, c[batch]], dim=1)
         elif c is not None:
             raise ValueError("EGNNFlowNet built without conditioning (cond_dim=0) received c")
-        if self.node_attr_dim:
-            if node_attr is None or node_attr.shape != (x.shape[0], self.node_attr_dim):
-                got = None if node_attr is None else tuple(node_attr.shape)
-                raise ValueError(
-                    f"expected node_attr ({x.shape[0]}, {self.node_attr_dim}), got {got}"
-                )
-            h_in = torch.cat([h_in, node_attr.to(h_in)], dim=1)
-        elif node_attr is not None:
-            raise ValueError("EGNNFlowNet built without node attributes received node_attr")
+        if self.node_index:
+            h_in = torch.cat([h_in, self._index_one_hot(batch, num_graphs).to(h_in)], dim=1)
         pos_out, h_out = self.net(pos, h_in, batch, layout.edge_index)
         delta = subtract_graph_mean(pos_out - pos, batch, num_graphs)  # (N, d)
         return torch.cat([pos + delta, h + h_out], dim=1)
+
+    def _index_one_hot(self, batch: Tensor, num_graphs: int) -> Tensor:
+        """``(N, I)``: one-hot of each node's rank among its graph's rows (``batch`` sorted)."""
+        sizes = torch.bincount(batch, minlength=num_graphs)
+        if int(sizes.max()) > self.node_index:
+            raise ValueError(
+                f"a graph has {int(sizes.max())} nodes; node_index={self.node_index} "
+                "distinguishes at most that many"
+            )
+        first = torch.cumsum(sizes, 0) - sizes  # row of each graph's first node
+        rank = torch.arange(len(batch), device=batch.device) - first[batch]
+        return nn.functional.one_hot(rank, self.node_index)

@@ -10,7 +10,6 @@ zero-centre-of-mass subspace that :class:`~molfff.fff.ParticleLayout` describes.
 
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 from molfff.fff.layout import Layout, ParticleLayout
@@ -28,7 +27,7 @@ class ParticleEGNN(nn.Module):
         n_particles: n.
         spatial_dim: d.
         distinguishable: give particle i the fixed one-hot attribute e_i (read, not transformed;
-            :class:`~molfff.nn.egnn_flow.EGNNFlowNet`'s ``node_attr``). The map stays
+            :class:`~molfff.nn.egnn_flow.EGNNFlowNet`'s ``node_index``). The map stays
             E(d)-equivariant but is no longer permutation-equivariant, so the density can tell
             labellings of one configuration apart: each particle is its own species. False (the
             default) is right for identical particles (DW4, LJ13, LJ55).
@@ -45,8 +44,8 @@ class ParticleEGNN(nn.Module):
             )
         self.n_particles, self.spatial_dim = n_particles, spatial_dim
         self.distinguishable = distinguishable
-        attr = n_particles if distinguishable else 0
-        self.net = EGNNFlowNet(features=0, pos_dim=spatial_dim, node_attr_dim=attr, **egnn_kwargs)
+        index = n_particles if distinguishable else 0
+        self.net = EGNNFlowNet(features=0, pos_dim=spatial_dim, node_index=index, **egnn_kwargs)
 
     def forward(self, x: Tensor, c: Tensor | None = None, layout: Layout | None = None) -> Tensor:
         n, d = self.n_particles, self.spatial_dim
@@ -62,7 +61,4 @@ class ParticleEGNN(nn.Module):
                 f"ParticleEGNN({n}, {d}) needs a ParticleLayout({n}, {d}), got {layout!r}"
             )
         b = x.shape[0]
-        attr = None
-        if self.distinguishable:
-            attr = torch.eye(n, dtype=x.dtype, device=x.device).repeat(b, 1)  # (B·n, n)
-        return self.net(x.reshape(b * n, d), c, layout.graph(x), attr).reshape(b, n * d)
+        return self.net(x.reshape(b * n, d), c, layout.graph(x)).reshape(b, n * d)
