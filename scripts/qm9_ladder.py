@@ -96,6 +96,12 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="feature output layer with PyTorch's default init (authors' code), not zero",
     )
     p.add_argument(
+        "--distinguishable",
+        action="store_true",
+        help="atom k reads the one-hot index e_k (model.egnn_node_index = n): the density tells "
+        "labellings apart, as a diagnostic of their cost (not permutation-equivariant)",
+    )
+    p.add_argument(
         "--charge-scale",
         type=float,
         default=10.0,
@@ -354,6 +360,7 @@ def export_checkpoint(flow: MoleculeFlow, args, path: Path, step: int) -> None:
         f"model.charge_scale={args.charge_scale}",
         f"model.type_offset={args.type_offset}",
         f"model.egnn_normalization_factor={args.normalization_factor}",
+        f"model.egnn_node_index={flow.flow.encoder.node_index}",
         f"model.dequantizer_blocks={len(flow.dequantizer.net.blocks)}",
         f"loss.beta={args.beta}",
         f"loss.noise_std={noise_at(max(step, 1), args)}",
@@ -421,6 +428,7 @@ def main(argv=None) -> None:
         egnn={
             "normalization_factor": args.normalization_factor,
             "zero_init": not args.default_init,
+            "node_index": memory.n if args.distinguishable else 0,
         },
     )
     if args.init is not None:

@@ -90,6 +90,28 @@ def test_the_ladder_model_is_a_checkpoint_molfff_sample_reads(tmp_path, capsys):
     assert first["q_type_margin"] == pytest.approx(last["q_type_margin"])  # the same weights
 
 
+def test_distinguishable_atoms_reach_the_checkpoint_and_are_checked(tmp_path, capsys):
+    from molfff.cli import main
+    from molfff.errors import UserError
+    from molfff.train.molecules import MoleculeModule
+    from molfff.train.runs import load_model
+
+    out = tmp_path / "ch4"
+    ladder.main(
+        ["--out", str(out), "--index", "62373", "--steps", "1", "--eval-every", "1"]
+        + ["--width", "8", "--blocks", "1", "--samples", "4", "--distinguishable"]
+    )
+    config, module, _ = load_model(out / "model.ckpt")
+    assert config.model.egnn_node_index == 5
+    assert module.flow.flow.encoder.node_index == module.flow.flow.decoder.node_index == 5
+    capsys.readouterr()
+    assert main(["sample", str(out / "model.ckpt"), "--n", "2"]) == 0
+    # a training set with larger molecules than the index tells apart: refused at once
+    p_n = [0.0] * 7 + [1.0]
+    with pytest.raises(UserError, match="up to 7; use 0 or at least 7"):
+        MoleculeModule(config.to_dict(), p_n)
+
+
 def test_an_unwritable_out_folder_is_refused_before_any_work(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")

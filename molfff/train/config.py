@@ -59,7 +59,10 @@ class ModelConfig:
     and ``egnn_normalization_factor``, the divisor Z of the EGNN's neighbour sums (100 in the
     authors' E-FFF code, which takes EDM's ``EGNN_dynamics_QM9`` default), and
     ``type_offset``, where the dequantizer q starts its type means (``type_offset * one_hot``;
-    0: the argmax flow's usual N(0, I) start).
+    0: the argmax flow's usual N(0, I) start), and ``egnn_node_index``: 0 (the default) keeps
+    the EGNNs permutation-equivariant; I > 0 gives atom k of every molecule the one-hot
+    attribute e_k (a diagnostic for one fixed molecule, whose labellings the density then tells
+    apart; molecules may have at most I atoms; :class:`molfff.nn.EGNNFlowNet`).
 
     ``ema_decay``: keep an exponential moving average of the weights, updated after every
     optimizer step (EDM and GeoLDM use 0.999-0.9999); validation, the "best" checkpoint, the
@@ -84,6 +87,7 @@ class ModelConfig:
     charge_scale: float = 10.0
     type_offset: float = 0.0
     egnn_normalization_factor: float = 100.0
+    egnn_node_index: int = 0
     ema_decay: float | None = None
 
 

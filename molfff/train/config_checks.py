@@ -53,6 +53,7 @@ NON_NEGATIVE = (
     "evaluation.samples",
     "evaluation.curve_every_n_steps",
     "model.blocks",
+    "model.egnn_node_index",
 )
 FINITE = ("model.type_offset",)  # any sign
 

@@ -111,6 +111,12 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
         self.save_hyperparameters()
         self.config = config_from_dict(config)
         m = self.config.model
+        largest = max(n for n, p in enumerate(node_distribution) if p > 0)
+        if 0 < m.egnn_node_index < largest:
+            raise UserError(
+                f"model.egnn_node_index={m.egnn_node_index} tells apart at most that many atoms, "
+                f"but the training molecules have up to {largest}; use 0 or at least {largest}"
+            )
         self.flow = MoleculeFlow(
             QM9_TYPES,
             torch.tensor(node_distribution),
@@ -119,7 +125,10 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
             dequantizer_blocks=m.dequantizer_blocks,
             charge_scale=m.charge_scale,
             type_offset=m.type_offset,
-            egnn={"normalization_factor": m.egnn_normalization_factor},
+            egnn={
+                "normalization_factor": m.egnn_normalization_factor,
+                "node_index": m.egnn_node_index,
+            },
         )
 
     @property
