@@ -106,6 +106,10 @@ def test_distinguishable_atoms_reach_the_checkpoint_and_are_checked(tmp_path, ca
     assert module.flow.flow.encoder.node_index == module.flow.flow.decoder.node_index == 5
     capsys.readouterr()
     assert main(["sample", str(out / "model.ckpt"), "--n", "2"]) == 0
+    # QM9's held-out molecules are larger than CH4: one message before any NLL is computed
+    capsys.readouterr()
+    assert main(["evaluate", str(out / "model.ckpt"), "--split", "val"]) != 0
+    assert "tells apart at most 5 atoms" in capsys.readouterr().err
     # a training set with larger molecules than the index tells apart: refused at once
     p_n = [0.0] * 7 + [1.0]
     with pytest.raises(UserError, match="up to 7; use 0 or at least 7"):

@@ -346,6 +346,14 @@ class QM9Task:
         from molfff.molecules.metrics import evaluate as molecule_metrics
         from molfff.molecules.metrics import qm9_smiles
 
+        index = config.model.egnn_node_index
+        largest = int(self.molecules[split].num_atoms.max())
+        if 0 < index < largest:  # before any work: the network cannot take these molecules
+            raise UserError(
+                f"this model tells apart at most {index} atoms (model.egnn_node_index), but the "
+                f"{split} split has molecules of up to {largest}; its NLL cannot be evaluated "
+                "there (molfff sample and molfff metrics work)"
+            )
         module.eval()
         device = module.device  # evaluation runs where the module is (CPU or GPU)
         t = config.trainer
