@@ -168,6 +168,14 @@ def test_size_distribution_is_fitted_to_the_capped_training_set():
         config.model.network = network
         with pytest.raises(UserError, match="model.network=egnn"):
             task.new_module(config)
+    # labelled atoms (model.egnn_node_index) must tell apart every molecule validation scores
+    config.model.network = "egnn"
+    largest = max(int(m.num_atoms.max()) for m in task.molecules.values())
+    config.model.egnn_node_index = largest - 1
+    with pytest.raises(UserError, match=f"up to {largest}; use 0 or at least {largest}"):
+        task.new_module(config)
+    config.model.egnn_node_index = largest
+    assert task.new_module(config).flow.flow.decoder.node_index == largest
 
 
 def test_nll_metrics_leave_out_sizes_outside_p_n_and_count_them():

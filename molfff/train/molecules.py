@@ -111,7 +111,7 @@ class MoleculeModule(SavesClassPath, L.LightningModule):
         self.save_hyperparameters()
         self.config = config_from_dict(config)
         m = self.config.model
-        largest = max(n for n, p in enumerate(node_distribution) if p > 0)
+        largest = max((n for n, p in enumerate(node_distribution) if p > 0), default=0)
         if 0 < m.egnn_node_index < largest:
             raise UserError(
                 f"model.egnn_node_index={m.egnn_node_index} tells apart at most that many atoms, "
@@ -335,6 +335,15 @@ class QM9Task:
             raise UserError(
                 f"config key model.network: molecules are modelled by the EGNN flow only "
                 f"(model.network=egnn), got {config.model.network!r}"
+            )
+        index = config.model.egnn_node_index
+        largest = max(int(self.molecules[split].num_atoms.max()) for split in self.molecules)
+        if 0 < index < largest:  # validation and evaluation would meet larger molecules
+            raise UserError(
+                f"model.egnn_node_index={index} tells apart at most {index} atoms, but QM9's "
+                f"splits, which validation and evaluation score, have molecules of up to "
+                f"{largest}; use 0 or at least {largest} (labelled atoms of one small molecule: "
+                "scripts/qm9_ladder.py --distinguishable)"
             )
         return MoleculeModule(config.to_dict(), self.node_distribution.tolist())
 
