@@ -204,6 +204,8 @@ def main(argv=None) -> None:
         sys.exit(f"--out: {args.out} is a folder; give a file to append JSON lines to")
     if args.out is not None and not args.out.parent.is_dir():
         sys.exit(f"--out: folder {args.out.parent} does not exist")
+    if args.distinguishable:
+        print("points carry their index (--distinguishable); labellings: of the unlabelled shape")
     print(f"{'shape':<12} {'n':>2} {'labellings':>10} {'is the shape':>12} {'median RMSD':>11}  s")
     for name in args.shapes:
         ref = catalogue[name]

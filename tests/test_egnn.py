@@ -343,7 +343,11 @@ def test_node_attributes_keep_e3_equivariance_and_break_permutation_equivariance
 
     # node_index: node k of every graph reads e_k, whatever the graph's size
     net = EGNNFlowNet(2, node_index=5, **SMALL)
-    ranks = net._index_one_hot(_batch(), 3).argmax(1)
+    ranks = net._index_one_hot(GraphLayout(_batch())).argmax(1)
     assert ranks.tolist() == [0, 1, 2, 0, 1, 2, 3, 4, 0, 1]
+    empty = GraphLayout(torch.zeros(0, dtype=torch.long), num_graphs=0)
+    assert net(torch.zeros(0, 5), None, empty).shape == (0, 5)
+    with pytest.raises(TypeError, match="node_index must be an int"):
+        EGNNFlowNet(2, node_index=2.5)
     with pytest.raises(ValueError, match="a graph has 5 nodes; node_index=4"):
         EGNNFlowNet(2, node_index=4, **SMALL)(_rows(_batch()), None, GraphLayout(_batch()))

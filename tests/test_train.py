@@ -64,12 +64,19 @@ def test_resume_matches_uninterrupted_run(tmp_path, ema_decay):
     assert straight.metrics["nll_exact"] == resumed.metrics["nll_exact"]
     logs = sorted((first.run_dir / "logs").glob("version_*/metrics.csv"))
     assert len(logs) == 2  # one log per (re)start, the first one kept
-    longer = load_config("toy2d", small(tmp_path, epochs=6))
+    same_model = [f"model.ema_decay={ema_decay}"]
+    longer = load_config("toy2d", small(tmp_path, epochs=6) + same_model)
     with pytest.raises(UserError, match="one-cycle"):
         train(longer, run_dir=first.run_dir, resume=True)
-    capped = load_config("toy2d", small(tmp_path, epochs=4) + ["trainer.max_steps=5"])
+    capped = load_config("toy2d", small(tmp_path, epochs=4) + ["trainer.max_steps=5"] + same_model)
     with pytest.raises(UserError, match="trainer.max_steps=null"):
         train(capped, run_dir=first.run_dir, resume=True)
+    # another architecture cannot load these weights: refused before the folder is touched
+    wider = load_config("toy2d", small(tmp_path, epochs=4) + ["model.width=17"] + same_model)
+    saved = (first.run_dir / "config.yaml").read_text()
+    with pytest.raises(UserError, match=r"another model \(model.width: \d+ -> 17\)"):
+        train(wider, run_dir=first.run_dir, resume=True)
+    assert (first.run_dir / "config.yaml").read_text() == saved
 
 
 def test_max_steps_caps_training_and_the_one_cycle_schedule(tmp_path):

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from torch_geometric.data import Data
 
 NUM_QM9 = 130_831
+MAX_ATOMS = 29  # QM9's largest molecule, hydrogens included
 SPLIT_SIZES = {"train": 100_000, "valid": 17_748, "test": 13_083}
 CACHE_VERSION = 1  # bump when the cache's content or layout changes
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -191,7 +192,7 @@ def load_qm9(split: str | None = None, cache: Path | None = None) -> MoleculeSet
     return mols if split is None else mols.subset(split_indices()[split])
 
 
-def node_count_distribution(split: str = "train", max_nodes: int = 29) -> Tensor:
+def node_count_distribution(split: str = "train", max_nodes: int = MAX_ATOMS) -> Tensor:
     """``p(n)`` of the atom count in a QM9 split, ``(max_nodes + 1,)`` float64 (QM9: n <= 29)."""
     return load_qm9(split).node_count_distribution(max_nodes)
 

@@ -37,8 +37,9 @@ class EGNNFlowNet(nn.Module):
             reads the fixed one-hot attribute e_k of length I, which is not transformed. The map
             stays E(d)-equivariant but is no longer permutation-equivariant, so the density can
             tell the labellings of one configuration apart (as for the atoms of one fixed
-            molecule). 0 (the default): permutation-equivariant. Graphs must have at most I
-            nodes.
+            molecule), except those that a rotation or reflection realises (two nodes with zero
+            centre of mass: a swap is the inversion, so the map stays symmetric). 0 (the
+            default): permutation-equivariant. Graphs must have at most I nodes.
         zero_init: start the feature output layer at zero (the map starts at the identity on
             features); False keeps PyTorch's default initialisation, as the authors' E-FFF code
             (vislearn/FFF, EDM's ``EGNN_dynamics_QM9``) does.
@@ -55,6 +56,8 @@ class EGNNFlowNet(nn.Module):
         **egnn_kwargs,
     ):
         super().__init__()
+        if not isinstance(node_index, int) or isinstance(node_index, bool):
+            raise TypeError(f"node_index must be an int, got {node_index!r}")
         if features < 0 or pos_dim < 1 or cond_dim < 0 or node_index < 0:
             raise ValueError(
                 f"invalid EGNNFlowNet sizes: features={features}, pos_dim={pos_dim}, "
@@ -103,19 +106,16 @@ class EGNNFlowNet(nn.Module):
         elif c is not None:
             raise ValueError("EGNNFlowNet built without conditioning (cond_dim=0) received c")
         if self.node_index:
-            h_in = torch.cat([h_in, self._index_one_hot(batch, num_graphs).to(h_in)], dim=1)
+            h_in = torch.cat([h_in, self._index_one_hot(layout).to(h_in)], dim=1)
         pos_out, h_out = self.net(pos, h_in, batch, layout.edge_index)
         delta = subtract_graph_mean(pos_out - pos, batch, num_graphs)  # (N, d)
         return torch.cat([pos + delta, h + h_out], dim=1)
 
-    def _index_one_hot(self, batch: Tensor, num_graphs: int) -> Tensor:
-        """``(N, I)``: one-hot of each node's rank among its graph's rows (``batch`` sorted)."""
-        sizes = torch.bincount(batch, minlength=num_graphs)
-        if int(sizes.max()) > self.node_index:
+    def _index_one_hot(self, layout: GraphLayout) -> Tensor:
+        """``(N, I)``: one-hot of each node's rank among its graph's rows."""
+        if layout.local_index.numel() and int(layout.counts.max()) > self.node_index:
             raise ValueError(
-                f"a graph has {int(sizes.max())} nodes; node_index={self.node_index} "
+                f"a graph has {int(layout.counts.max())} nodes; node_index={self.node_index} "
                 "distinguishes at most that many"
             )
-        first = torch.cumsum(sizes, 0) - sizes  # row of each graph's first node
-        rank = torch.arange(len(batch), device=batch.device) - first[batch]
-        return nn.functional.one_hot(rank, self.node_index)
+        return nn.functional.one_hot(layout.local_index, self.node_index)

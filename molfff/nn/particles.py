@@ -29,8 +29,10 @@ class ParticleEGNN(nn.Module):
         distinguishable: give particle i the fixed one-hot attribute e_i (read, not transformed;
             :class:`~molfff.nn.egnn_flow.EGNNFlowNet`'s ``node_index``). The map stays
             E(d)-equivariant but is no longer permutation-equivariant, so the density can tell
-            labellings of one configuration apart: each particle is its own species. False (the
-            default) is right for identical particles (DW4, LJ13, LJ55).
+            labellings of one configuration apart (not those a rotation or reflection realises;
+            with n = 2 a swap is the inversion, so the flag changes nothing): each particle is
+            its own species. False (the default) is right for identical particles (DW4, LJ13,
+            LJ55).
         **egnn_kwargs: passed to :class:`~molfff.nn.egnn.EGNN` (``hidden``, ``blocks``, ...).
     """
 

@@ -10,6 +10,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from molfff.errors import UserError
+from molfff.molecules.qm9 import MAX_ATOMS as QM9_MAX_ATOMS
 from molfff.nn.resnet import ACTIVATIONS
 
 if TYPE_CHECKING:
@@ -86,6 +87,17 @@ def validate(config: Config) -> None:
     if config.loss.reconstruction_frame == "loc_scale" and not config.model.loc_scale:
         raise UserError(
             "config key loss.reconstruction_frame=loc_scale needs model.loc_scale: true"
+        )
+    index = config.model.egnn_node_index
+    if index and config.data.name != "qm9":
+        raise UserError(
+            f"config key model.egnn_node_index is for molecules (data.name=qm9); "
+            f"{config.data.name} ignores it: leave it at 0"
+        )
+    if index > QM9_MAX_ATOMS:
+        raise UserError(
+            f"config key model.egnn_node_index must be at most {QM9_MAX_ATOMS} (QM9's largest "
+            f"molecule), got {index}"
         )
     decay = config.model.ema_decay
     if decay is not None and not 0 <= decay < 1:

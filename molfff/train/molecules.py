@@ -41,6 +41,7 @@ from molfff.errors import UserError
 from molfff.files import atomic_write
 from molfff.molecules.flow import MoleculeBatch, MoleculeFlow
 from molfff.molecules.io import WRITTEN, molecule_format
+from molfff.molecules.qm9 import MAX_ATOMS
 from molfff.molecules.sampling import sample_molecules, sample_stable
 from molfff.train.checkpoint import AtomicCheckpointIO, SavesClassPath
 from molfff.train.config import Config, DataConfig, config_from_dict
@@ -49,7 +50,7 @@ from molfff.train.module import configure_adam, converged_mean, micro_batch, ste
 from molfff.train.task import SampleRequest
 
 QM9_TYPES = 5  # H, C, N, O, F
-QM9_MAX_ATOMS = 29
+QM9_MAX_ATOMS = MAX_ATOMS
 
 
 def _mean_stderr(x: Tensor) -> tuple[float, float]:
@@ -340,10 +341,10 @@ class QM9Task:
         largest = max(int(self.molecules[split].num_atoms.max()) for split in self.molecules)
         if 0 < index < largest:  # validation and evaluation would meet larger molecules
             raise UserError(
-                f"model.egnn_node_index={index} tells apart at most {index} atoms, but QM9's "
-                f"splits, which validation and evaluation score, have molecules of up to "
-                f"{largest}; use 0 or at least {largest} (labelled atoms of one small molecule: "
-                "scripts/qm9_ladder.py --distinguishable)"
+                f"model.egnn_node_index={index} tells apart at most {index} atoms, but this "
+                f"run's QM9 splits, which validation and evaluation score, have molecules of up "
+                f"to {largest}; use 0 or at least {largest} (labelled atoms of one small "
+                "molecule: scripts/qm9_ladder.py --distinguishable)"
             )
         return MoleculeModule(config.to_dict(), self.node_distribution.tolist())
 

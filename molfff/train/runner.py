@@ -7,6 +7,7 @@ evaluation, figures); run folders and loading runs back are in :mod:`molfff.trai
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import shutil
@@ -213,6 +214,17 @@ def train(
         # a missing or corrupt file is reported before any work is done
         ckpt = upgrade_checkpoint(read_checkpoint(ckpt_path), ckpt_path)
         old = config_from_dict(ckpt["hyper_parameters"]["config"])
+        # the checkpoint's weights fit the model they were trained as, and no other
+        changed = [
+            f"model.{f.name}: {getattr(old.model, f.name)!r} -> {getattr(config.model, f.name)!r}"
+            for f in dataclasses.fields(old.model)
+            if getattr(old.model, f.name) != getattr(config.model, f.name)
+        ]
+        if changed:
+            raise UserError(
+                f"{run_dir} holds weights of another model ({'; '.join(changed)}); resume it "
+                "with its own model settings, or start a new run"
+            )
         # the one-cycle schedule was laid out over the old length: a new one cannot continue it
         for key in ("max_epochs", "max_steps") if old.optim.schedule == "onecycle" else ():
             was = getattr(old.trainer, key)
