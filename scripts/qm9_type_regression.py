@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 # run as `python scripts/qm9_type_regression.py`: the script's folder is on sys.path
-from qm9_ladder import Memory, load_qm9
+from qm9_memory import Memory
 
 from molfff.fff import GraphLayout
 from molfff.molecules import ATOM_TYPES
+from molfff.molecules.qm9 import load_qm9
 from molfff.nn.egnn_flow import EGNNFlowNet
 
 
