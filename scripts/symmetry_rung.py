@@ -27,8 +27,20 @@ are no longer permutation-equivariant, so the training order is the only labelli
 has to learn. If labellings are what costs samples, this flag should bring every shape close to
 the regular tetrahedron's share; the score is the same (best permutation and alignment).
 
+A QM9 molecule's geometry (``--molecule INDEX``, a training-split index; acetamide is 44356)
+is trained the same way, positions only, with its atoms either labelled (``--distinguishable``)
+or typed (``--types``: each atom reads the one-hot of its element, ``ParticleEGNN``'s
+``species``, so the networks stay permutation-equivariant among atoms of one element and the
+density must learn the relabellings within an element, 5! · 2! for acetamide's H5 C2). The score
+is then over element-preserving permutations only, and the samples, with the molecule's
+elements, also get EDM's atom and molecule stability (:mod:`molfff.molecules.metrics`). This
+separates the two halves of the QM9 ladder's 9-atom rung: the geometry, which this learns, and
+the types, which the ladder's argmax flow must also read off it.
+
     python scripts/symmetry_rung.py --steps 2000 --batch 64 --out symmetry_rung.jsonl
     python scripts/symmetry_rung.py --steps 2000 --batch 64 --distinguishable --out labelled.jsonl
+    python scripts/symmetry_rung.py --molecule 44356 --types --beta 200 --steps 8000 --batch 32 \
+        --noise-std 0.05 --noise-end 0.02 --out acetamide.jsonl
 """
 
 from __future__ import annotations
@@ -90,11 +102,26 @@ def orthogonal_fit_sq(a: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return np.clip((a**2).sum((-1, -2)) + (ref**2).sum() - 2 * sv, 0, None)
 
 
-def aligned_rmsd(samples: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """``(S, n, 3), (n, 3) -> (S,)``: RMSD after the best permutation and orthogonal map,
-    exhaustive over the n! permutations."""
+def permutations(species: list[int] | None, n: int) -> np.ndarray:
+    """``(P, n)``: every permutation of n points that maps each point to one of its own
+    species (all n! without species)."""
+    if species is None:
+        return np.array(list(itertools.permutations(range(n))))
+    groups = [[i for i in range(n) if species[i] == s] for s in sorted(set(species))]
+    out = []
+    for choice in itertools.product(*(itertools.permutations(g) for g in groups)):
+        perm = np.empty(n, dtype=np.int64)
+        for g, image in zip(groups, choice, strict=True):
+            perm[g] = image
+        out.append(perm)
+    return np.array(out)
+
+
+def aligned_rmsd(samples: np.ndarray, ref: np.ndarray, species=None) -> np.ndarray:
+    """``(S, n, 3), (n, 3) -> (S,)``: RMSD after the best permutation (within species, if
+    given) and orthogonal map, searched exhaustively."""
     n = ref.shape[0]
-    perms = np.array(list(itertools.permutations(range(n))))  # (P, n)
+    perms = permutations(species, n)  # (P, n)
     a = samples - samples.mean(1, keepdims=True)
     best = np.full(len(a), np.inf)
     for chunk in np.array_split(np.arange(len(a)), max(1, len(a) * len(perms) // 200_000)):
@@ -102,12 +129,13 @@ def aligned_rmsd(samples: np.ndarray, ref: np.ndarray) -> np.ndarray:
     return best
 
 
-def labellings(ref: np.ndarray) -> int:
-    """n! / |G|: permutations of the shape that no rotation or reflection realises, counted."""
+def labellings(ref: np.ndarray, species=None) -> int:
+    """n! / |G|: permutations of the shape (within species, if given) that no rotation or
+    reflection realises, counted."""
     n = ref.shape[0]
-    perms = np.array(list(itertools.permutations(range(n))))
-    realised = int((np.sqrt(orthogonal_fit_sq(ref[perms], ref) / n) < 1e-6).sum())
-    return math.factorial(n) // realised
+    perms = permutations(species, n)
+    realised = int((np.sqrt(orthogonal_fit_sq(ref[perms], ref) / n) < 1e-4).sum())
+    return len(perms) // realised
 
 
 def random_rotations(b: int, g: torch.Generator) -> torch.Tensor:
@@ -130,7 +158,15 @@ def random_rotations(b: int, g: torch.Generator) -> torch.Tensor:
     ).reshape(b, 3, 3)
 
 
-def train_one(ref: np.ndarray, args) -> dict:
+def noise_at(step: int, args) -> float:
+    """``--noise-std``, then, with ``--noise-end``, linear to it over the second half."""
+    if args.noise_end is None or step <= args.steps / 2:
+        return args.noise_std
+    frac = (step - args.steps / 2) / (args.steps / 2)
+    return args.noise_std + frac * (args.noise_end - args.noise_std)
+
+
+def train_one(ref: np.ndarray, args, species=None) -> dict:
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
     n = ref.shape[0]
@@ -140,6 +176,7 @@ def train_one(ref: np.ndarray, args) -> dict:
         blocks=args.blocks,
         normalization_factor=1.0,
         distinguishable=args.distinguishable,
+        species=species if args.types else None,
     )
     flow = FreeFormFlow(
         ParticleEGNN(n, 3, **kw), ParticleEGNN(n, 3, **kw), layout=layout, event_shape=(3 * n,)
@@ -148,10 +185,10 @@ def train_one(ref: np.ndarray, args) -> dict:
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, args.steps)
     r = torch.as_tensor(ref)
     t0 = time.perf_counter()
-    for _ in range(args.steps):
+    for step in range(1, args.steps + 1):
         rot = random_rotations(args.batch, g)
         x = torch.einsum("nj,bij->bni", r, rot)
-        x = x + args.noise_std * torch.randn(x.shape, generator=g, dtype=x.dtype)
+        x = x + noise_at(step, args) * torch.randn(x.shape, generator=g, dtype=x.dtype)
         x = layout.project(x.reshape(args.batch, 3 * n).float())
         loss = flow.loss(x, beta=args.beta).loss.mean()
         opt.zero_grad()
@@ -162,13 +199,30 @@ def train_one(ref: np.ndarray, args) -> dict:
     seconds = time.perf_counter() - t0
     with torch.no_grad():
         s = flow.sample(args.samples, generator=g).reshape(args.samples, n, 3).double().numpy()
-    rmsd = aligned_rmsd(s, ref)
-    return {
+    rmsd = aligned_rmsd(s, ref, species)
+    out = {
         "steps": args.steps,
         "train_seconds": round(seconds, 1),
         "share_is_shape": float((rmsd < args.tolerance).mean()),
         "median_rmsd": float(np.median(rmsd)),
     }
+    if species is not None:  # a molecule: its elements make the samples molecules
+        from molfff.molecules.metrics import evaluate
+
+        m = evaluate([(p, np.asarray(species)) for p in s], rdkit=False)
+        out.update(atom_stability=m["atom_stability"], molecule_stability=m["molecule_stability"])
+    return out
+
+
+def load_molecule(index: int) -> tuple[np.ndarray, list[int]]:
+    """Centred positions (Å) and atomic numbers of QM9 training molecule ``index``."""
+    from molfff.molecules.qm9 import load_qm9
+
+    train = load_qm9("train")
+    if not 0 <= index < len(train):
+        sys.exit(f"--molecule must be a training-split index in [0, {len(train)})")
+    pos, z = train.molecule(index)
+    return np.asarray(pos, float) - np.mean(pos, 0), [int(a) for a in z]
 
 
 def main(argv=None) -> None:
@@ -182,6 +236,23 @@ def main(argv=None) -> None:
     p.add_argument("--width", type=int, default=64, help="EGNN hidden width")
     p.add_argument("--blocks", type=int, default=4, help="EGNN blocks")
     p.add_argument("--noise-std", type=float, default=0.05, help="per coordinate, Å")
+    p.add_argument(
+        "--noise-end",
+        type=float,
+        default=None,
+        help="anneal the noise linearly to this std over the second half (default: constant)",
+    )
+    p.add_argument(
+        "--molecule",
+        type=int,
+        default=None,
+        help="train on this QM9 training molecule's geometry instead of the shapes",
+    )
+    p.add_argument(
+        "--types",
+        action="store_true",
+        help="with --molecule: atoms read their element (equivariant within an element)",
+    )
     p.add_argument("--tolerance", type=float, default=0.15, help="RMSD that counts as the shape, Å")
     p.add_argument("--samples", type=int, default=2000, help="samples scored per shape")
     p.add_argument("--seed", type=int, default=0)
@@ -198,8 +269,17 @@ def main(argv=None) -> None:
     for key in ("lr", "beta", "tolerance"):
         if not getattr(args, key) > 0:
             sys.exit(f"--{key} must be > 0")
-    if not args.noise_std >= 0:
-        sys.exit("--noise-std must be >= 0")
+    if not args.noise_std >= 0 or not (args.noise_end is None or args.noise_end >= 0):
+        sys.exit("--noise-std and --noise-end must be >= 0")
+    if args.types and args.molecule is None:
+        sys.exit("--types needs --molecule (the shapes have no elements)")
+    if args.types and args.distinguishable:
+        sys.exit("give --types or --distinguishable, not both")
+    if args.molecule is not None and not (args.types or args.distinguishable):
+        sys.exit(
+            "--molecule needs --types or --distinguishable (unlabelled molecules are the QM9 "
+            "ladder's: scripts/qm9_ladder.py)"
+        )
     if args.out is not None and args.out.is_dir():
         sys.exit(f"--out: {args.out} is a folder; give a file to append JSON lines to")
     if args.out is not None and not args.out.parent.is_dir():
@@ -207,22 +287,32 @@ def main(argv=None) -> None:
     if args.distinguishable:
         print("points carry their index (--distinguishable); labellings: of the unlabelled shape")
     print(f"{'shape':<12} {'n':>2} {'labellings':>10} {'is the shape':>12} {'median RMSD':>11}  s")
-    for name in args.shapes:
-        ref = catalogue[name]
+    targets = {name: (catalogue[name], None) for name in args.shapes}
+    if args.molecule is not None:
+        targets = {f"qm9:{args.molecule}": load_molecule(args.molecule)}
+    for name, (ref, species) in targets.items():
         row = {
             "shape": name,
             "n": len(ref),
-            "labellings": labellings(ref),
+            "labellings": labellings(ref, species),
             "distinguishable": args.distinguishable,
+            "types": args.types,
             "seed": args.seed,
             "beta": args.beta,
             "noise_std": args.noise_std,
+            "noise_end": args.noise_end,
             "tolerance": args.tolerance,
         }
-        row.update(train_one(ref, args))
+        row.update(train_one(ref, args, species))
+        stability = ""
+        if species is not None:
+            stability = (
+                f"  molecule / atom stability {row['molecule_stability']:.3f} / "
+                f"{row['atom_stability']:.3f}"
+            )
         print(
             f"{name:<12} {row['n']:>2} {row['labellings']:>10} {row['share_is_shape']:>12.3f} "
-            f"{row['median_rmsd']:>11.3f}  {row['train_seconds']:.0f}",
+            f"{row['median_rmsd']:>11.3f}  {row['train_seconds']:.0f}{stability}",
             flush=True,
         )
         if args.out is not None:

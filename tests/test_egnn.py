@@ -351,3 +351,46 @@ def test_node_attributes_keep_e3_equivariance_and_break_permutation_equivariance
         EGNNFlowNet(2, node_index=2.5)
     with pytest.raises(ValueError, match="a graph has 5 nodes; node_index=4"):
         EGNNFlowNet(2, node_index=4, **SMALL)(_rows(_batch()), None, GraphLayout(_batch()))
+
+
+def test_species_make_particles_interchangeable_within_an_element_only():
+    from molfff.nn import ParticleEGNN
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(11)
+        n, b = 5, 3
+        species = [6, 1, 1, 8, 1]  # C, H, H, O, H: atomic numbers as labels
+        x = torch.randn(b, n, 3)
+        x = (x - x.mean(1, keepdim=True)).reshape(b, n * 3)
+        net = _perturb(ParticleEGNN(n, 3, species=species, **SMALL)).requires_grad_(False)
+        assert net.net.attr_dim == 3 and net.net.net.embedding.in_features == 3
+        y = net(x).reshape(b, n, 3)
+
+        def permuted(order):
+            return net(x.reshape(b, n, 3)[:, order].reshape(b, n * 3)).reshape(b, n, 3)
+
+        swap_h = [0, 4, 1, 3, 2]  # the three H among themselves
+        torch.testing.assert_close(permuted(swap_h), y[:, swap_h], rtol=1e-12, atol=1e-12)
+        swap_c_o = [3, 1, 2, 0, 4]  # C <-> O: an element swap is another molecule
+        assert float((permuted(swap_c_o) - y[:, swap_c_o]).abs().max()) > 1e-3
+
+        batch = torch.arange(b).repeat_interleave(n)
+        pos, h = x.reshape(b * n, 3), torch.zeros(b * n, 0)
+        as_rows = rows_map(lambda t: net(t[:, :3].reshape(b, n * 3)).reshape(b * n, 3))
+        check_equivariance(as_rows, pos, h, batch, permute=False)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+    with pytest.raises(ValueError, match="either distinguishable=True or species"):
+        ParticleEGNN(3, 3, distinguishable=True, species=[1, 1, 6])
+    with pytest.raises(ValueError, match="species must be 3 ints"):
+        ParticleEGNN(3, 3, species=[1, 6])
+    with pytest.raises(ValueError, match="species must be 3 ints"):
+        ParticleEGNN(3, 3, species=[1, 6, 1.0])
+    with pytest.raises(ValueError, match=r"expected node attributes \(10, 2\), got None"):
+        EGNNFlowNet(2, attr_dim=2, **SMALL)(_rows(_batch()), None, GraphLayout(_batch()))
+    with pytest.raises(ValueError, match="without node attributes"):
+        EGNNFlowNet(2, **SMALL)(_rows(_batch()), None, GraphLayout(_batch()), torch.ones(10, 1))
+    with pytest.raises(TypeError, match="attr_dim must be an int"):
+        EGNNFlowNet(2, attr_dim=True)

@@ -46,8 +46,16 @@ def test_refuses_bad_counts(tmp_path):
         rung.main(["--steps", "0"])
     with pytest.raises(SystemExit, match="--tolerance must be > 0"):
         rung.main(["--tolerance", "-1"])
-    with pytest.raises(SystemExit, match="--noise-std must be >= 0"):
+    with pytest.raises(SystemExit, match="--noise-std and --noise-end must be >= 0"):
         rung.main(["--noise-std", "-0.1"])
+    with pytest.raises(SystemExit, match="--noise-std and --noise-end must be >= 0"):
+        rung.main(["--noise-end", "-0.1"])
+    with pytest.raises(SystemExit, match="--types needs --molecule"):
+        rung.main(["--types"])
+    with pytest.raises(SystemExit, match="--molecule needs --types or --distinguishable"):
+        rung.main(["--molecule", "62373"])
+    with pytest.raises(SystemExit, match="not both"):
+        rung.main(["--molecule", "62373", "--types", "--distinguishable"])
     with pytest.raises(SystemExit, match="--beta must be > 0"):
         rung.main(["--beta", "nan"])
     with pytest.raises(SystemExit, match="is a folder"):
@@ -78,3 +86,29 @@ def test_a_short_run_writes_one_scored_row_per_shape(tmp_path, labelled):
     assert row["shape"] == "square" and row["labellings"] == 3 and row["steps"] == 2
     assert row["distinguishable"] is labelled
     assert 0 <= row["share_is_shape"] <= 1 and row["median_rmsd"] > 0
+
+
+def test_species_restrict_the_permutations_and_the_labellings():
+    """A square coloured H C H C keeps 4 of its 8 realised permutations, all four that preserve
+    the colours (1 labelling); coloured H H C C it keeps 2 of the 4 colour-preserving ones."""
+    perms = rung.permutations([1, 1, 6, 1], 4)
+    assert len(perms) == 6 and all(p[2] == 2 for p in perms)
+    assert len({tuple(p) for p in perms}) == 6
+    square = rung.shapes()["square"]
+    assert rung.labellings(square, [1, 6, 1, 6]) == 1
+    assert rung.labellings(square, [1, 1, 6, 6]) == 2
+    # an element-preserving score: swapping two different elements is not the molecule
+    swapped = square[[1, 0, 2, 3]]  # the same points, the species now on other corners
+    assert rung.aligned_rmsd(square[None], square, [1, 1, 6, 6])[0] == pytest.approx(0, abs=1e-6)
+    assert rung.aligned_rmsd(swapped[None], square, [1, 6, 1, 6])[0] > 0.1
+
+
+def test_a_molecule_with_types_is_scored_with_its_elements(tmp_path, capsys):
+    out = tmp_path / "ch4.jsonl"
+    flags = ["--steps", "2", "--batch", "4", "--samples", "10", "--width", "8", "--blocks", "1"]
+    rung.main(["--molecule", "62373", "--types", "--noise-end", "0.02", "--out", str(out)] + flags)
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert row["shape"] == "qm9:62373" and row["n"] == 5 and row["types"] is True
+    assert row["labellings"] == 1  # Td realises every permutation of CH4's hydrogens
+    assert 0 <= row["molecule_stability"] <= row["atom_stability"] <= 1
+    assert "molecule / atom stability" in capsys.readouterr().out

@@ -40,6 +40,10 @@ class EGNNFlowNet(nn.Module):
             molecule), except those that a rotation or reflection realises (two nodes with zero
             centre of mass: a swap is the inversion, so the map stays symmetric). 0 (the
             default): permutation-equivariant. Graphs must have at most I nodes.
+        attr_dim: A > 0: every call passes fixed per-node attributes ``node_attr`` of shape
+            ``(N, A)`` (e.g. one-hot atom types of a fixed molecule), read like ``c`` and not
+            transformed. Permuting nodes together with their attributes permutes the output, so
+            the map is permutation-equivariant among nodes with equal attributes only.
         zero_init: start the feature output layer at zero (the map starts at the identity on
             features); False keeps PyTorch's default initialisation, as the authors' E-FFF code
             (vislearn/FFF, EDM's ``EGNN_dynamics_QM9``) does.
@@ -53,30 +57,39 @@ class EGNNFlowNet(nn.Module):
         cond_dim: int = 0,
         zero_init: bool = True,
         node_index: int = 0,
+        attr_dim: int = 0,
         **egnn_kwargs,
     ):
         super().__init__()
-        if not isinstance(node_index, int) or isinstance(node_index, bool):
-            raise TypeError(f"node_index must be an int, got {node_index!r}")
-        if features < 0 or pos_dim < 1 or cond_dim < 0 or node_index < 0:
+        for key, value in (("node_index", node_index), ("attr_dim", attr_dim)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{key} must be an int, got {value!r}")
+        if features < 0 or pos_dim < 1 or cond_dim < 0 or node_index < 0 or attr_dim < 0:
             raise ValueError(
                 f"invalid EGNNFlowNet sizes: features={features}, pos_dim={pos_dim}, "
-                f"cond_dim={cond_dim}, node_index={node_index}"
+                f"cond_dim={cond_dim}, node_index={node_index}, attr_dim={attr_dim}"
             )
         self.features, self.pos_dim, self.cond_dim = features, pos_dim, cond_dim
-        self.node_index = node_index
-        self.net = EGNN(features + cond_dim + node_index, features, **egnn_kwargs)
+        self.node_index, self.attr_dim = node_index, attr_dim
+        self.net = EGNN(features + cond_dim + node_index + attr_dim, features, **egnn_kwargs)
         if zero_init and self.net.embedding_out is not None:
             nn.init.zeros_(self.net.embedding_out.weight)
             nn.init.zeros_(self.net.embedding_out.bias)
 
-    def forward(self, x: Tensor, c: Tensor | None = None, layout: Layout | None = None) -> Tensor:
-        """``(N, d + F) -> (N, d + F)``; ``c`` is ``(B, C)`` when ``cond_dim > 0``.
+    def forward(
+        self,
+        x: Tensor,
+        c: Tensor | None = None,
+        layout: Layout | None = None,
+        node_attr: Tensor | None = None,
+    ) -> Tensor:
+        """``(N, d + F) -> (N, d + F)``; ``c`` is ``(B, C)`` when ``cond_dim > 0``,
+        ``node_attr`` ``(N, A)`` when ``attr_dim > 0``.
 
         Raises:
             ValueError: without a :class:`~molfff.fff.GraphLayout` matching ``x`` and
-                ``pos_dim``, with conditioning that does not match ``cond_dim``, or with a graph
-                of more than ``node_index`` nodes.
+                ``pos_dim``, with conditioning or node attributes that do not match ``cond_dim``
+                or ``attr_dim``, or with a graph of more than ``node_index`` nodes.
         """
         width = self.pos_dim + self.features
         if x.dim() != 2 or x.shape[1] != width:
@@ -107,6 +120,15 @@ class EGNNFlowNet(nn.Module):
             raise ValueError("EGNNFlowNet built without conditioning (cond_dim=0) received c")
         if self.node_index:
             h_in = torch.cat([h_in, self._index_one_hot(layout).to(h_in)], dim=1)
+        if self.attr_dim:
+            if node_attr is None or node_attr.shape != (x.shape[0], self.attr_dim):
+                got = None if node_attr is None else tuple(node_attr.shape)
+                raise ValueError(
+                    f"expected node attributes ({x.shape[0]}, {self.attr_dim}), got {got}"
+                )
+            h_in = torch.cat([h_in, node_attr.to(h_in)], dim=1)
+        elif node_attr is not None:
+            raise ValueError("EGNNFlowNet built without node attributes (attr_dim=0) received them")
         pos_out, h_out = self.net(pos, h_in, batch, layout.edge_index)
         delta = subtract_graph_mean(pos_out - pos, batch, num_graphs)  # (N, d)
         return torch.cat([pos + delta, h + h_out], dim=1)

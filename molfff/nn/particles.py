@@ -5,11 +5,16 @@ dimensions, with no per-particle features. :class:`ParticleEGNN` views each row 
 connected graph of n nodes (:meth:`molfff.fff.ParticleLayout.graph`) and applies
 :class:`~molfff.nn.egnn_flow.EGNNFlowNet`, so the map is E(d)-equivariant and
 permutation-equivariant (unless the particles are made ``distinguishable``), and keeps the
-zero-centre-of-mass subspace that :class:`~molfff.fff.ParticleLayout` describes.
+zero-centre-of-mass subspace that :class:`~molfff.fff.ParticleLayout` describes. Particles of
+several species (the atoms of one molecule, a binary mixture) carry their species as a fixed
+one-hot attribute, so the map is permutation-equivariant among particles of one species only.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import torch
 from torch import Tensor, nn
 
 from molfff.fff.layout import Layout, ParticleLayout
@@ -33,11 +38,22 @@ class ParticleEGNN(nn.Module):
             with n = 2 a swap is the inversion, so the flag changes nothing): each particle is
             its own species. False (the default) is right for identical particles (DW4, LJ13,
             LJ55).
+        species: one label per particle (any ints, e.g. atomic numbers): particle i reads the
+            one-hot of its species as a fixed attribute (EGNNFlowNet's ``attr_dim``). The map
+            stays E(d)-equivariant and is permutation-equivariant among particles of equal
+            species, as for the atoms of one molecule whose element is known (the density gives
+            relabellings within an element equal mass, not swaps across elements). None (the
+            default): one species.
         **egnn_kwargs: passed to :class:`~molfff.nn.egnn.EGNN` (``hidden``, ``blocks``, ...).
     """
 
     def __init__(
-        self, n_particles: int, spatial_dim: int, distinguishable: bool = False, **egnn_kwargs
+        self,
+        n_particles: int,
+        spatial_dim: int,
+        distinguishable: bool = False,
+        species: Sequence[int] | None = None,
+        **egnn_kwargs,
     ):
         super().__init__()
         if n_particles < 2 or spatial_dim < 1:
@@ -46,8 +62,27 @@ class ParticleEGNN(nn.Module):
             )
         self.n_particles, self.spatial_dim = n_particles, spatial_dim
         self.distinguishable = distinguishable
+        self.species = None if species is None else tuple(species)
+        attr_dim = 0
+        if self.species is not None:
+            if distinguishable:
+                raise ValueError("give either distinguishable=True or species, not both")
+            if len(self.species) != n_particles or not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in self.species
+            ):
+                raise ValueError(
+                    f"species must be {n_particles} ints (one per particle), got {species!r}"
+                )
+            labels = sorted(set(self.species))
+            codes = torch.tensor([labels.index(s) for s in self.species])
+            attr_dim = len(labels)
+            self.register_buffer(
+                "species_one_hot", nn.functional.one_hot(codes, attr_dim).float(), persistent=False
+            )
         index = n_particles if distinguishable else 0
-        self.net = EGNNFlowNet(features=0, pos_dim=spatial_dim, node_index=index, **egnn_kwargs)
+        self.net = EGNNFlowNet(
+            features=0, pos_dim=spatial_dim, node_index=index, attr_dim=attr_dim, **egnn_kwargs
+        )
 
     def forward(self, x: Tensor, c: Tensor | None = None, layout: Layout | None = None) -> Tensor:
         n, d = self.n_particles, self.spatial_dim
@@ -63,4 +98,7 @@ class ParticleEGNN(nn.Module):
                 f"ParticleEGNN({n}, {d}) needs a ParticleLayout({n}, {d}), got {layout!r}"
             )
         b = x.shape[0]
-        return self.net(x.reshape(b * n, d), c, layout.graph(x)).reshape(b, n * d)
+        attr = None
+        if self.species is not None:
+            attr = self.species_one_hot.to(x.dtype).repeat(b, 1)  # (B·n, S)
+        return self.net(x.reshape(b * n, d), c, layout.graph(x), attr).reshape(b, n * d)
