@@ -285,7 +285,12 @@ def main(argv=None) -> None:
     if args.out is not None and not args.out.parent.is_dir():
         sys.exit(f"--out: folder {args.out.parent} does not exist")
     if args.distinguishable:
-        print("points carry their index (--distinguishable); labellings: of the unlabelled shape")
+        print(
+            "points carry their index (--distinguishable); labellings: of the unlabelled shape "
+            "(within elements, for a molecule)"
+        )
+    if args.types:
+        print("atoms carry their element (--types); labellings: within elements")
     print(f"{'shape':<12} {'n':>2} {'labellings':>10} {'is the shape':>12} {'median RMSD':>11}  s")
     targets = {name: (catalogue[name], None) for name in args.shapes}
     if args.molecule is not None:
