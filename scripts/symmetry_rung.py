@@ -60,6 +60,7 @@ from molfff.fff import FreeFormFlow, ParticleLayout
 from molfff.nn import ParticleEGNN
 
 BOND = 1.5
+MAX_PERMUTATIONS = 50_000  # the exhaustive RMSD search's limit (acetamide: 240)
 
 
 def shapes() -> dict[str, np.ndarray]:
@@ -222,7 +223,15 @@ def load_molecule(index: int) -> tuple[np.ndarray, list[int]]:
     if not 0 <= index < len(train):
         sys.exit(f"--molecule must be a training-split index in [0, {len(train)})")
     pos, z = train.molecule(index)
-    return np.asarray(pos, float) - np.mean(pos, 0), [int(a) for a in z]
+    z = [int(a) for a in z]
+    count = math.prod(math.factorial(z.count(e)) for e in set(z))
+    if count > MAX_PERMUTATIONS:
+        sys.exit(
+            f"--molecule {index}: {count:,} element-preserving permutations, more than the "
+            f"exhaustive score searches ({MAX_PERMUTATIONS:,}); choose a molecule with fewer "
+            "atoms of one element"
+        )
+    return np.asarray(pos, float) - np.mean(pos, 0), z
 
 
 def main(argv=None) -> None:
@@ -284,6 +293,9 @@ def main(argv=None) -> None:
         sys.exit(f"--out: {args.out} is a folder; give a file to append JSON lines to")
     if args.out is not None and not args.out.parent.is_dir():
         sys.exit(f"--out: folder {args.out.parent} does not exist")
+    targets = {name: (catalogue[name], None) for name in args.shapes}
+    if args.molecule is not None:
+        targets = {f"qm9:{args.molecule}": load_molecule(args.molecule)}
     if args.distinguishable:
         print(
             "points carry their index (--distinguishable); labellings: of the unlabelled shape "
@@ -292,9 +304,6 @@ def main(argv=None) -> None:
     if args.types:
         print("atoms carry their element (--types); labellings: within elements")
     print(f"{'shape':<12} {'n':>2} {'labellings':>10} {'is the shape':>12} {'median RMSD':>11}  s")
-    targets = {name: (catalogue[name], None) for name in args.shapes}
-    if args.molecule is not None:
-        targets = {f"qm9:{args.molecule}": load_molecule(args.molecule)}
     for name, (ref, species) in targets.items():
         row = {
             "shape": name,

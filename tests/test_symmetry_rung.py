@@ -54,6 +54,10 @@ def test_refuses_bad_counts(tmp_path):
         rung.main(["--types"])
     with pytest.raises(SystemExit, match="--molecule needs --types or --distinguishable"):
         rung.main(["--molecule", "62373"])
+    with pytest.raises(SystemExit, match="more than the exhaustive score searches"):
+        rung.main(["--molecule", "5009", "--types"])  # QM9's 29-atom molecule
+    with pytest.raises(SystemExit, match=r"--molecule must be a training-split index"):
+        rung.main(["--molecule", "-1", "--types"])
     with pytest.raises(SystemExit, match="not both"):
         rung.main(["--molecule", "62373", "--types", "--distinguishable"])
     with pytest.raises(SystemExit, match="--beta must be > 0"):
