@@ -278,8 +278,11 @@ def main(argv=None) -> None:
     for key in ("lr", "beta", "tolerance"):
         if not getattr(args, key) > 0:
             sys.exit(f"--{key} must be > 0")
-    if not args.noise_std >= 0 or not (args.noise_end is None or args.noise_end >= 0):
-        sys.exit("--noise-std and --noise-end must be >= 0")
+    noise = [args.noise_std] + ([] if args.noise_end is None else [args.noise_end])
+    if not all(math.isfinite(v) and v >= 0 for v in noise):
+        sys.exit("--noise-std and --noise-end must be finite and >= 0")
+    if args.molecule is not None and "--shapes" in (sys.argv[1:] if argv is None else argv):
+        sys.exit("give --shapes or --molecule, not both")
     if args.types and args.molecule is None:
         sys.exit("--types needs --molecule (the shapes have no elements)")
     if args.types and args.distinguishable:

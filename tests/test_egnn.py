@@ -388,6 +388,9 @@ def test_species_make_particles_interchangeable_within_an_element_only():
         ParticleEGNN(3, 3, species=[1, 6])
     with pytest.raises(ValueError, match="species must be 3 ints"):
         ParticleEGNN(3, 3, species=[1, 6, 1.0])
+    with pytest.raises(ValueError, match="species must be 3 ints"):
+        ParticleEGNN(3, 3, species=5)
+    assert ParticleEGNN(3, 3, species=torch.tensor([1, 6, 1])).species == (1, 6, 1)
     with pytest.raises(ValueError, match=r"expected node attributes \(10, 2\), got None"):
         EGNNFlowNet(2, attr_dim=2, **SMALL)(_rows(_batch()), None, GraphLayout(_batch()))
     with pytest.raises(ValueError, match="without node attributes"):

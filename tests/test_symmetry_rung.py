@@ -46,9 +46,9 @@ def test_refuses_bad_counts(tmp_path):
         rung.main(["--steps", "0"])
     with pytest.raises(SystemExit, match="--tolerance must be > 0"):
         rung.main(["--tolerance", "-1"])
-    with pytest.raises(SystemExit, match="--noise-std and --noise-end must be >= 0"):
+    with pytest.raises(SystemExit, match="--noise-std and --noise-end must be finite and >= 0"):
         rung.main(["--noise-std", "-0.1"])
-    with pytest.raises(SystemExit, match="--noise-std and --noise-end must be >= 0"):
+    with pytest.raises(SystemExit, match="--noise-std and --noise-end must be finite and >= 0"):
         rung.main(["--noise-end", "-0.1"])
     with pytest.raises(SystemExit, match="--types needs --molecule"):
         rung.main(["--types"])
@@ -58,6 +58,10 @@ def test_refuses_bad_counts(tmp_path):
         rung.main(["--molecule", "5009", "--types"])  # QM9's 29-atom molecule
     with pytest.raises(SystemExit, match=r"--molecule must be a training-split index"):
         rung.main(["--molecule", "-1", "--types"])
+    with pytest.raises(SystemExit, match="must be finite"):
+        rung.main(["--noise-end", "inf"])
+    with pytest.raises(SystemExit, match="--shapes or --molecule"):
+        rung.main(["--molecule", "62373", "--types", "--shapes", "square"])
     with pytest.raises(SystemExit, match="not both"):
         rung.main(["--molecule", "62373", "--types", "--distinguishable"])
     with pytest.raises(SystemExit, match="--beta must be > 0"):

@@ -12,6 +12,7 @@ one-hot attribute, so the map is permutation-equivariant among particles of one 
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 
 import torch
@@ -39,7 +40,9 @@ class ParticleEGNN(nn.Module):
             its own species. False (the default) is right for identical particles (DW4, LJ13,
             LJ55).
         species: one label per particle (any ints, e.g. atomic numbers): particle i reads the
-            one-hot of its species as a fixed attribute (EGNNFlowNet's ``attr_dim``). The map
+            one-hot of its species as a fixed attribute (EGNNFlowNet's ``attr_dim``). The
+            species are not part of the ``state_dict``: load weights into a model built with
+            the same species. The map
             stays E(d)-equivariant and is permutation-equivariant among particles of equal
             species, as for the atoms of one molecule whose element is known (the density gives
             relabellings within an element equal mass, not swaps across elements). None (the
@@ -62,17 +65,11 @@ class ParticleEGNN(nn.Module):
             )
         self.n_particles, self.spatial_dim = n_particles, spatial_dim
         self.distinguishable = distinguishable
-        self.species = None if species is None else tuple(species)
+        self.species = None if species is None else _species_tuple(species, n_particles)
         attr_dim = 0
         if self.species is not None:
             if distinguishable:
                 raise ValueError("give either distinguishable=True or species, not both")
-            if len(self.species) != n_particles or not all(
-                isinstance(s, int) and not isinstance(s, bool) for s in self.species
-            ):
-                raise ValueError(
-                    f"species must be {n_particles} ints (one per particle), got {species!r}"
-                )
             labels = sorted(set(self.species))
             codes = torch.tensor([labels.index(s) for s in self.species])
             attr_dim = len(labels)
@@ -102,3 +99,19 @@ class ParticleEGNN(nn.Module):
         if self.species is not None:
             attr = self.species_one_hot.to(x.dtype).repeat(b, 1)  # (B·n, S)
         return self.net(x.reshape(b * n, d), c, layout.graph(x), attr).reshape(b, n * d)
+
+
+def _species_tuple(species, n: int) -> tuple[int, ...]:
+    """``species`` as n Python ints (numpy and torch integers accepted).
+
+    Raises:
+        ValueError: not n integers (floats and bools are refused).
+    """
+    try:
+        out = tuple(operator.index(s) for s in species if not isinstance(s, bool))
+        ok = len(out) == n == len(species)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(f"species must be {n} ints (one per particle), got {species!r}")
+    return out
