@@ -55,6 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from qm9_ladder import noise_at  # the ladder's schedule (anneals from the midpoint)
 
 from molfff.fff import FreeFormFlow, ParticleLayout
 from molfff.nn import ParticleEGNN
@@ -159,14 +160,6 @@ def random_rotations(b: int, g: torch.Generator) -> torch.Tensor:
     ).reshape(b, 3, 3)
 
 
-def noise_at(step: int, args) -> float:
-    """``--noise-std``, then, with ``--noise-end``, linear to it over the second half."""
-    if args.noise_end is None or step <= args.steps / 2:
-        return args.noise_std
-    frac = (step - args.steps / 2) / (args.steps / 2)
-    return args.noise_std + frac * (args.noise_end - args.noise_std)
-
-
 def train_one(ref: np.ndarray, args, species=None) -> dict:
     torch.manual_seed(args.seed)
     g = torch.Generator().manual_seed(args.seed)
@@ -237,7 +230,9 @@ def load_molecule(index: int) -> tuple[np.ndarray, list[int]]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     catalogue = shapes()
-    p.add_argument("--shapes", nargs="+", default=list(catalogue), choices=list(catalogue))
+    p.add_argument(
+        "--shapes", nargs="+", default=None, choices=list(catalogue), help="default: all"
+    )
     p.add_argument("--steps", type=int, default=3000, help="Adam steps per shape")
     p.add_argument("--batch", type=int, default=128, help="rotated noisy copies per step")
     p.add_argument("--lr", type=float, default=1e-3, help="annealed to 0 (cosine)")
@@ -271,6 +266,7 @@ def main(argv=None) -> None:
         help="each point gets its index as a fixed attribute (not permutation-equivariant)",
     )
     p.add_argument("--out", type=Path, default=None, help="append one JSON line per shape")
+    p.set_defaults(noise_anneal_from=0.5)  # read by the ladder's noise_at
     args = p.parse_args(argv)
     for key in ("steps", "batch", "width", "blocks", "samples"):
         if getattr(args, key) < 1:
@@ -281,7 +277,7 @@ def main(argv=None) -> None:
     noise = [args.noise_std] + ([] if args.noise_end is None else [args.noise_end])
     if not all(math.isfinite(v) and v >= 0 for v in noise):
         sys.exit("--noise-std and --noise-end must be finite and >= 0")
-    if args.molecule is not None and "--shapes" in (sys.argv[1:] if argv is None else argv):
+    if args.molecule is not None and args.shapes is not None:
         sys.exit("give --shapes or --molecule, not both")
     if args.types and args.molecule is None:
         sys.exit("--types needs --molecule (the shapes have no elements)")
@@ -296,7 +292,7 @@ def main(argv=None) -> None:
         sys.exit(f"--out: {args.out} is a folder; give a file to append JSON lines to")
     if args.out is not None and not args.out.parent.is_dir():
         sys.exit(f"--out: folder {args.out.parent} does not exist")
-    targets = {name: (catalogue[name], None) for name in args.shapes}
+    targets = {name: (catalogue[name], None) for name in args.shapes or catalogue}
     if args.molecule is not None:
         targets = {f"qm9:{args.molecule}": load_molecule(args.molecule)}
     if args.distinguishable:

@@ -40,13 +40,12 @@ class ParticleEGNN(nn.Module):
             its own species. False (the default) is right for identical particles (DW4, LJ13,
             LJ55).
         species: one label per particle (any ints, e.g. atomic numbers): particle i reads the
-            one-hot of its species as a fixed attribute (EGNNFlowNet's ``attr_dim``). The
-            species are not part of the ``state_dict``: load weights into a model built with
-            the same species. The map
+            one-hot of its species as a fixed attribute (EGNNFlowNet's ``attr_dim``). The map
             stays E(d)-equivariant and is permutation-equivariant among particles of equal
             species, as for the atoms of one molecule whose element is known (the density gives
-            relabellings within an element equal mass, not swaps across elements). None (the
-            default): one species.
+            relabellings within an element equal mass, not swaps across elements). The species
+            are not part of the ``state_dict``: load weights into a model built with the same
+            species. None (the default): one species.
         **egnn_kwargs: passed to :class:`~molfff.nn.egnn.EGNN` (``hidden``, ``blocks``, ...).
     """
 
