@@ -32,8 +32,10 @@ end, validation included; NPE: ``.train()``), not simulation, evaluation or C2ST
 
 Writes ``<out-dir>/results.csv`` (one row per task, budget, method and observation, written as
 results come in; ``--resume`` keeps the finished runs of an interrupted one),
-``<out-dir>/c2st.png`` (mean C2ST over observations, one panel per task) and the FFF run folders
-under ``<out-dir>/runs/``; prints a summary table.
+``<out-dir>/c2st.png`` (mean C2ST over observations, one panel per task), the FFF run folders
+under ``<out-dir>/runs/`` and the scored posterior samples under ``<out-dir>/samples/``
+(``samples_path``), which ``scripts/rescore_sbi.py`` scores again with sbibm's classifier after
+an early-stopped run; prints a summary table.
 
     python scripts/bench_sbi.py --tasks two_moons gaussian_linear --budgets 1000 10000 \\
         --observations 3 --max-epochs 20 --out-dir bench_sbi
@@ -84,6 +86,20 @@ FIELDS = (
     "epochs",
 )
 METHODS = ("fff", "npe")
+
+
+def samples_path(out_dir: Path, task: str, budget: int, method: str, k: int) -> Path:
+    """Where a run keeps the posterior samples it scored for observation ``k``: a float32 tensor
+    ``(10_000, D_theta)`` in the task's original units, written with ``torch.save``."""
+    return out_dir / "samples" / f"{task}_{budget}_{method}_obs{k}.pt"
+
+
+def save_samples(path: Path, samples: torch.Tensor) -> None:
+    """``torch.save`` through a temporary file, so an interrupted write leaves no partial file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(samples.detach().float().cpu().clone(), tmp)
+    tmp.replace(path)
 
 
 def _sync() -> None:
@@ -155,6 +171,9 @@ def run_fff(task: str, budget: int, splits: dict[str, Split], args) -> tuple[dic
             progress=False,
             n_jobs=args.c2st_jobs,
             early_stopping=args.c2st_early_stopping,
+            on_samples=lambda k, samples: save_samples(
+                samples_path(args.out_dir, task, budget, "fff", k), samples
+            ),
         )
 
     data = DenseData(f"sbi/{task}/{budget}", splits, extra_metrics=c2st_per_observation)
@@ -204,6 +223,7 @@ def run_npe(npe_cls, task: str, budget: int, splits: dict[str, Split], args):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(args.seed * 100 + k)  # as molfff's posterior_samples
             samples = posterior.sample((n_ref,), x=x_o, show_progress_bars=False)
+        save_samples(samples_path(args.out_dir, task, budget, "npe", k), samples)
         scores[k] = posterior_c2st(
             task, k, samples.cpu(), n_jobs=args.c2st_jobs, early_stopping=args.c2st_early_stopping
         )

@@ -8,6 +8,8 @@ sbibm's 10,000 reference posterior samples (0.5: indistinguishable; 1: disjoint)
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from molfff.dense.sbi import (
@@ -67,9 +69,12 @@ def c2st_metrics(
     progress: bool = True,
     n_jobs: int | None = None,
     early_stopping: bool = False,
+    on_samples: Callable[[int, torch.Tensor], None] | None = None,
 ) -> dict:
     """C2ST per observation and its mean, as sbibm reports it (``n_jobs`` and
-    ``early_stopping``: see :func:`molfff.dense.c2st.c2st`)."""
+    ``early_stopping``: see :func:`molfff.dense.c2st.c2st`). ``on_samples(k, samples)``, if
+    given, receives each observation's posterior samples ``(n_ref, D_theta)`` before they are
+    scored (e.g. to keep them for another classifier)."""
     from tqdm import tqdm
 
     scores = {}
@@ -78,6 +83,8 @@ def c2st_metrics(
     ):
         n_ref = reference_posterior_samples(task_name, k).shape[0]
         samples = posterior_samples(model, task_name, k, n_ref)
+        if on_samples is not None:
+            on_samples(k, samples)
         scores[f"c2st/obs{k}"] = float(
             posterior_c2st(task_name, k, samples, n_jobs=n_jobs, early_stopping=early_stopping)
         )
