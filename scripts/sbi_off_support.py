@@ -1,0 +1,124 @@
+"""How much of a posterior's mass lies where sbibm's reference posterior has none.
+
+C2ST says that samples differ, not how. A flow that maps a unimodal Gaussian onto a posterior
+with separated modes (two_moons' two crescents) must cross the gap between them, and a smooth
+decoder leaves a bridge of samples there. This script measures that mass, per kept sample set of
+a ``bench_sbi.py`` run (``<out-dir>/samples/``):
+
+- the reference posterior's 10,000 samples are split in two halves, ``A`` and ``B``;
+- the radius ``r`` is the 99th percentile of the distance from a ``B`` sample to its nearest
+  ``A`` sample (original units of theta, Euclidean), so 1 % of the reference itself lies
+  farther than ``r`` from ``A``;
+- the **off-support share** of a sample set is the fraction of its samples farther than ``r``
+  from every ``A`` sample (about 0.01 for samples of the reference posterior itself).
+
+Prints the share per task, budget and method (mean over observations, and the largest), and with
+``--plot FILE`` draws the first observations' samples over the reference (2-parameter tasks).
+
+    python scripts/sbi_off_support.py DIR [DIR ...] [--plot samples.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from rescore_sbi import load_samples, sample_sets  # scripts/rescore_sbi.py
+from torch import Tensor
+
+from molfff.dense.sbi import reference_posterior_samples
+from molfff.errors import UserError
+
+QUANTILE = 0.99
+
+
+def nearest_distance(x: Tensor, y: Tensor, chunk: int = 2048) -> Tensor:
+    """Distance from each row of ``x`` ``(N, D)`` to its nearest row of ``y`` ``(M, D)``, ``(N,)``
+    (the units of ``x``)."""
+    return torch.cat([torch.cdist(xc, y).min(1).values for xc in x.split(chunk)])
+
+
+def support_radius(reference: Tensor, quantile: float = QUANTILE) -> tuple[Tensor, float]:
+    """Half ``A`` of the reference samples and the radius that holds ``quantile`` of half ``B``."""
+    gen = torch.Generator().manual_seed(0)
+    perm = torch.randperm(len(reference), generator=gen)
+    a, b = reference[perm[: len(reference) // 2]], reference[perm[len(reference) // 2 :]]
+    return a, torch.quantile(nearest_distance(b, a), quantile).item()
+
+
+def off_support_share(samples: Tensor, task: str, k: int) -> float:
+    """Fraction of ``samples`` ``(N, D_theta)`` farther than the reference's radius from it."""
+    a, radius = support_radius(reference_posterior_samples(task, k).double())
+    return (nearest_distance(samples.double(), a) > radius).double().mean().item()
+
+
+def plot(sets: list[tuple[str, tuple, Path]], path: Path, observations: int) -> None:
+    """One row per (run, task, budget, method) of a 2-parameter task, one panel per observation."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(run, *key[:3]) for run, key, _ in sets})
+    groups = [g for g in groups if reference_posterior_samples(g[1], 1).shape[1] == 2]
+    if not groups:
+        raise UserError("--plot draws 2-parameter tasks only; none among the samples")
+    by_key = {(run, *key): p for run, key, p in sets}
+    fig, axes = plt.subplots(
+        len(groups), observations, figsize=(3.2 * observations, 3.2 * len(groups)), squeeze=False
+    )
+    for row, (run, task, budget, method) in zip(axes, groups, strict=True):
+        for ax, k in zip(row, range(1, observations + 1), strict=True):
+            ref = reference_posterior_samples(task, k)
+            ax.scatter(*ref[:3000].T, s=1, c="k", alpha=0.3, label="reference")
+            if (p := by_key.get((run, task, budget, method, k))) is not None:
+                samples = load_samples(p)
+                share = off_support_share(samples, task, k)
+                ax.scatter(*samples[:3000].T, s=1, c="tab:red", alpha=0.3, label=method.upper())
+                ax.set_title(f"{run}: {method.upper()}, {budget}, obs {k}\noff-support {share:.3f}")
+            ax.set(xlabel="theta_1", ylabel="theta_2")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out_dirs", nargs="+", type=Path, help="bench_sbi.py --out-dir folders")
+    p.add_argument("--plot", type=Path, default=None, help="draw samples over the reference")
+    p.add_argument("--plot-observations", type=int, default=3)
+    args = p.parse_args(argv)
+    shares = defaultdict(list)
+    sets = []
+    for out_dir in args.out_dirs:
+        found = sample_sets(out_dir, None)
+        if not found:
+            raise UserError(f"no posterior samples under {out_dir / 'samples'}")
+        for (task, budget, method, k), path in found:
+            share = off_support_share(load_samples(path), task, k)
+            shares[(out_dir.name, task, budget, method)].append(share)
+            sets.append((out_dir.name, (task, budget, method, k), path))
+    print(f"off-support share: samples farther from the reference than {QUANTILE:.0%} of its own")
+    print(f"{'run':<20}{'task':<18}{'budget':>8}  method  mean over obs  largest  observations")
+    for (run, task, budget, method), s in sorted(shares.items()):
+        print(
+            f"{run:<20}{task:<18}{budget:>8}  {method:<6}  {statistics.fmean(s):>13.3f}  "
+            f"{max(s):>7.3f}  {len(s)}"
+        )
+    print("(sbibm's reference samples themselves: about 0.010)")
+    if args.plot is not None:
+        plot(sets, args.plot, args.plot_observations)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
