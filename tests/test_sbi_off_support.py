@@ -25,3 +25,17 @@ def test_reference_half_is_one_percent_off_and_a_shifted_copy_all_off(monkeypatc
     fresh = torch.randn(10_000, 2, generator=gen, dtype=torch.float64)  # same law, new draws
     assert off.off_support_share(fresh, "two_moons", 1) == pytest.approx(0.01, abs=0.005)
     assert off.off_support_share(reference + 10 * radius + 5, "two_moons", 1) == 1.0
+
+
+def test_far_off_leaves_out_samples_that_only_blur_the_edge(monkeypatch):
+    """A segment as the reference: a copy moved across it by three radii is off the
+    support but not far off; one moved by twenty radii is both."""
+    gen = torch.Generator().manual_seed(2)
+    u = torch.rand(10_000, generator=gen, dtype=torch.float64)
+    reference = torch.stack([u, torch.zeros_like(u)], 1)
+    monkeypatch.setattr(off, "reference_posterior_samples", lambda task, k: reference)
+    _, radius = off.support_radius(reference)
+    for shift, near, far in ((3, 1.0, 0.0), (20, 1.0, 1.0)):
+        moved = reference + torch.tensor([0.0, shift * radius])
+        assert off.off_support_share(moved, "two_moons", 1) == near
+        assert off.off_support_share(moved, "two_moons", 1, off.FAR) == far
