@@ -18,52 +18,110 @@ from __future__ import annotations
 import argparse
 import csv
 import re
+import signal
 import sys
 from pathlib import Path
 
 import torch
 from bench_sbi import FIELDS, plot, print_table, summarise  # scripts/bench_sbi.py
 
-from molfff.dense.sbi import TASK_NAMES, posterior_c2st
+from molfff.dense.sbi import (
+    NUM_OBSERVATIONS,
+    TASK_NAMES,
+    posterior_c2st,
+    reference_posterior_samples,
+)
 from molfff.errors import UserError
 
-SAMPLES = re.compile(r"(?P<task>[a-z_]+)_(?P<budget>\d+)_(?P<method>fff|npe)_obs(?P<k>\d+)\.pt")
+SAMPLES = re.compile(
+    r"(?P<task>[a-z_]+)_(?P<budget>[1-9]\d*)_(?P<method>fff|npe)_obs(?P<k>[1-9]\d*)\.pt"
+)
+MIN_ROWS = 5  # the C2ST's folds
 
 
 def read_rows(path: Path) -> list[dict]:
-    """Rows of a results file with bench_sbi's columns; [] if it does not exist."""
+    """Complete rows of a results file with bench_sbi's columns; [] if it does not exist. A row
+    cut short (an interrupted write) is left out."""
     if not path.exists():
         return []
     try:
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
             if tuple(reader.fieldnames or ()) != FIELDS:
-                raise UserError(f"{path}: not a results file of bench_sbi.py (columns differ)")
-            return list(reader)
+                raise UserError(f"{path}: not a results file of bench_sbi.py (its columns differ)")
+            return [r for r in reader if all(r.get(k) not in (None, "") for k in FIELDS)]
     except OSError as err:
         raise UserError(f"{path}: cannot read ({err.strerror})") from None
 
 
+def write_rows(path: Path, rows: list[dict]) -> None:
+    """Rewrite ``path`` with ``rows`` through a temporary file (a torn last line goes)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+        tmp.replace(path)
+    except OSError as err:
+        raise UserError(f"cannot write {path} ({err.strerror})") from None
+
+
 def sample_sets(out_dir: Path, tasks: list[str] | None) -> list[tuple[tuple, Path]]:
-    """``((task, budget, method, k), path)`` for every kept sample set, sorted."""
-    found = []
-    for path in sorted((out_dir / "samples").glob("*.pt")):
+    """``((task, budget, method, k), path)`` for every kept sample set, sorted.
+
+    Raises:
+        UserError: no such folder, or no file in ``samples/`` named as bench_sbi.py names them.
+    """
+    folder = out_dir / "samples"
+    if not folder.is_dir():
+        raise UserError(
+            f"{folder} does not exist: give a bench_sbi.py --out-dir (runs made before it kept "
+            "samples cannot be rescored)"
+        )
+    found, other = [], []
+    for path in sorted(folder.iterdir()):
         m = SAMPLES.fullmatch(path.name)
-        if m is None or m["task"] not in TASK_NAMES:
+        if m is None or m["task"] not in TASK_NAMES or int(m["k"]) > NUM_OBSERVATIONS:
+            other.append(path.name)
             continue
         key = (m["task"], int(m["budget"]), m["method"], int(m["k"]))
         if tasks is None or key[0] in tasks:
             found.append((key, path))
+    if not found:
+        which = f" of {', '.join(tasks)}" if tasks else ""
+        names = f"; other files there: {', '.join(other[:3])}" if other else ""
+        raise UserError(
+            f"no sample files{which} named <task>_<budget>_<fff|npe>_obs<1-10>.pt in "
+            f"{folder}{names}"
+        )
     return found
 
 
-def load_samples(path: Path) -> torch.Tensor:
+def load_samples(path: Path, task: str | None = None) -> torch.Tensor:
+    """A kept sample set ``(n, D_theta)``; with ``task``, checked against its reference.
+
+    Raises:
+        UserError: not a tensor file, not ``(n, D_theta)`` with ``n >= 5``, or not finite.
+    """
     try:
         samples = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: one message, not a traceback
-        raise UserError(f"{path}: not a sample file of bench_sbi.py ({err})") from None
-    if not isinstance(samples, torch.Tensor) or samples.dim() != 2:
-        raise UserError(f"{path}: expected a (n, D_theta) tensor")
+        detail = str(err) or type(err).__name__
+        raise UserError(f"{path}: not a sample file of bench_sbi.py ({detail})") from None
+    dim = None if task is None else reference_posterior_samples(task, 1).shape[1]
+    if (
+        not isinstance(samples, torch.Tensor)
+        or samples.dim() != 2
+        or (dim is not None and samples.shape[1] != dim)
+        or len(samples) < MIN_ROWS
+    ):
+        shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples)
+        raise UserError(
+            f"{path}: expected a (n >= {MIN_ROWS}, {dim or 'D_theta'}) tensor, got {shape}"
+        )
+    if not torch.isfinite(samples).all():
+        raise UserError(f"{path}: holds NaN or infinite values")
     return samples
 
 
@@ -81,17 +139,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [t for t in args.tasks or () if t not in TASK_NAMES]
     if unknown:
         p.error(f"unknown task {unknown[0]!r}; choose from {', '.join(TASK_NAMES)}")
+    if args.c2st_jobs == 0:
+        p.error("--c2st-jobs must be positive (or negative: all cores but |n| - 1), not 0")
     return args
+
+
+class Interrupt:
+    """Ctrl-C while a C2ST classifier trains: scikit-learn's MLP catches KeyboardInterrupt and
+    returns a half-trained score, so the signal is recorded here and that score dropped."""
+
+    def __init__(self):
+        self.seen = False
+
+    def __enter__(self):
+        def handler(signum, frame):
+            self.seen = True
+            raise KeyboardInterrupt
+
+        self.old = signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self.old)
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sets = sample_sets(args.out_dir, args.tasks)
-    if not sets:
-        raise UserError(
-            f"no posterior samples under {args.out_dir / 'samples'} (bench_sbi.py keeps them "
-            "since it learned to; runs made before cannot be rescored)"
-        )
     trained = {
         (r["task"], int(r["budget"]), r["method"], int(r["observation"])): r
         for r in read_rows(args.out_dir / "results.csv")
@@ -99,19 +174,28 @@ def main(argv: list[str] | None = None) -> int:
     out_path = args.out_dir / "results_sbibm.csv"
     rows = read_rows(out_path)
     done = {(r["task"], int(r["budget"]), r["method"], int(r["observation"])) for r in rows}
-    if not rows:
-        with out_path.open("w", newline="") as f:
-            csv.DictWriter(f, fieldnames=FIELDS).writeheader()
     todo = [(key, path) for key, path in sets if key not in done]
+    for (task, _, _, _), path in todo:  # every file checked before the first score
+        load_samples(path, task)
+    write_rows(out_path, rows)  # also checks that the folder is writable
     print(f"{len(sets) - len(todo)} of {len(sets)} sample sets already scored", file=sys.stderr)
-    with out_path.open("a", newline="") as f:
+    with out_path.open("a", newline="") as f, Interrupt() as interrupt:
         writer = csv.DictWriter(f, fieldnames=FIELDS)
         for i, ((task, budget, method, k), path) in enumerate(todo, 1):
             old = trained.get((task, budget, method, k), {})
-            if old.get("c2st_classifier") == "sbibm":
-                c = float(old["c2st"])
-            else:
-                c = posterior_c2st(task, k, load_samples(path), n_jobs=args.c2st_jobs)
+            try:
+                if old.get("c2st_classifier") == "sbibm":
+                    c = float(old["c2st"])
+                else:
+                    c = posterior_c2st(task, k, load_samples(path, task), n_jobs=args.c2st_jobs)
+            except KeyboardInterrupt:
+                interrupt.seen = True
+            if interrupt.seen:
+                print(
+                    f"interrupted: {len(rows)} scores kept in {out_path}; run again to continue",
+                    file=sys.stderr,
+                )
+                return 130
             row = {
                 "task": task,
                 "budget": budget,
@@ -119,8 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                 "observation": k,
                 "c2st": f"{c:.4f}",
                 "c2st_classifier": "sbibm",
-                "train_seconds": old.get("train_seconds", "nan"),
-                "epochs": old.get("epochs", "0"),
+                "train_seconds": old.get("train_seconds") or "nan",
+                "epochs": old.get("epochs") or "0",
             }
             writer.writerow(row)
             f.flush()

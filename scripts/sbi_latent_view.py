@@ -14,7 +14,7 @@ samples off the posterior's support: for a posterior with separated modes, the b
 gap. Prints the share of latent draws that land off the support (the off-support share of
 ``scripts/sbi_off_support.py``, before prior rejection).
 
-    python scripts/sbi_latent_view.py RUN [--task two_moons] [--observation 1] [--out latent.png]
+    python scripts/sbi_latent_view.py RUN [--observation 1] [--out latent.png]
 """
 
 from __future__ import annotations
@@ -24,20 +24,28 @@ import sys
 from pathlib import Path
 
 import torch
-from sbi_off_support import nearest_distance, support_radius  # scripts/sbi_off_support.py
+from sbi_off_support import (  # scripts/sbi_off_support.py
+    check_figure_path,
+    nearest_distance,
+    support_radius,
+)
 
-from molfff.dense.sbi import observation, reference_posterior_samples
+from molfff.dense.sbi import NUM_OBSERVATIONS, observation, reference_posterior_samples
 from molfff.errors import UserError
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("run", type=Path, help="checkpoint file or run folder of an SBI model")
-    p.add_argument("--task", default=None, help="sbibm task (default: the run's data.task)")
     p.add_argument("--observation", type=int, default=1)
     p.add_argument("--n", type=int, default=20_000, help="latent draws")
     p.add_argument("--out", type=Path, default=Path("latent.png"))
     args = p.parse_args(argv)
+    if args.n < 1:
+        p.error(f"--n must be positive, got {args.n}")
+    if not 1 <= args.observation <= NUM_OBSERVATIONS:
+        p.error(f"--observation must be 1..{NUM_OBSERVATIONS}, got {args.observation}")
+    check_figure_path(args.out)
 
     import matplotlib
 
@@ -47,9 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     from molfff.train.runs import load_model
 
     config, module, _ = load_model(args.run)
-    task = args.task or getattr(config.data, "task", None)
-    if task is None:
-        raise UserError(f"{args.run}: not an SBI run; give --task")
+    if config.data.name != "sbi":
+        raise UserError(f"{args.run}: not an SBI run (data.name={config.data.name})")
+    task = config.data.task
     ref = reference_posterior_samples(task, args.observation)
     if ref.shape[1] != 2:
         raise UserError(f"{task} has {ref.shape[1]} parameters; this view draws two")

@@ -32,8 +32,10 @@ import torch
 from rescore_sbi import load_samples, sample_sets  # scripts/rescore_sbi.py
 from torch import Tensor
 
-from molfff.dense.sbi import reference_posterior_samples
+from molfff.dense.sbi import NUM_OBSERVATIONS, reference_posterior_samples
 from molfff.errors import UserError
+
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 QUANTILE = 0.99
 
@@ -85,11 +87,22 @@ def plot(sets: list[tuple[str, tuple, Path]], path: Path, observations: int) -> 
                 samples = load_samples(p)
                 share = off_support_share(samples, task, k)
                 ax.scatter(*samples[:3000].T, s=1, c="tab:red", alpha=0.3, label=method.upper())
-                ax.set_title(f"{run}: {method.upper()}, {budget}, obs {k}\noff-support {share:.3f}")
+                name = Path(run).name
+                ax.set_title(
+                    f"{name}: {method.upper()}, {budget}, obs {k}\noff-support {share:.3f}"
+                )
             ax.set(xlabel="theta_1", ylabel="theta_2")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def check_figure_path(path: Path) -> None:
+    """Refuse, before any work, a figure path matplotlib could not write."""
+    if path.suffix.lower() not in FIGURE_SUFFIXES:
+        raise UserError(f"{path}: a figure needs one of the suffixes {', '.join(FIGURE_SUFFIXES)}")
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: the folder {path.parent} does not exist")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,29 +111,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--plot", type=Path, default=None, help="draw samples over the reference")
     p.add_argument("--plot-observations", type=int, default=3)
     args = p.parse_args(argv)
+    if not 1 <= args.plot_observations <= NUM_OBSERVATIONS:
+        p.error(f"--plot-observations must be 1..{NUM_OBSERVATIONS}, got {args.plot_observations}")
+    if args.plot is not None:
+        check_figure_path(args.plot)
+    runs = list(dict.fromkeys(str(d) for d in args.out_dirs))  # each folder once, as given
+    sets = [(run, key, path) for run in runs for key, path in sample_sets(Path(run), None)]
+    samples = {path: load_samples(path, key[0]) for _, key, path in sets}  # all checked first
     shares, far = defaultdict(list), defaultdict(list)
-    sets = []
-    for out_dir in args.out_dirs:
-        found = sample_sets(out_dir, None)
-        if not found:
-            raise UserError(f"no posterior samples under {out_dir / 'samples'}")
-        for (task, budget, method, k), path in found:
-            samples = load_samples(path)
-            shares[(out_dir.name, task, budget, method)].append(off_support_share(samples, task, k))
-            far[(out_dir.name, task, budget, method)].append(
-                off_support_share(samples, task, k, FAR)
-            )
-            sets.append((out_dir.name, (task, budget, method, k), path))
+    for run, (task, budget, method, k), path in sets:
+        shares[(run, task, budget, method)].append(off_support_share(samples[path], task, k))
+        far[(run, task, budget, method)].append(off_support_share(samples[path], task, k, FAR))
     print(f"off-support share: samples farther from the reference than {QUANTILE:.0%} of its own")
     print(
-        f"{'run':<20}{'task':<18}{'budget':>8}  method  off-support: mean  largest"
+        f"{'run':<24}{'task':<18}{'budget':>8}  method  off-support: mean  largest"
         f"  far-off ({FAR:g} r): mean  largest  observations"
     )
     for key, s in sorted(shares.items()):
         run, task, budget, method = key
         f = far[key]
         print(
-            f"{run:<20}{task:<18}{budget:>8}  {method:<6}  {statistics.fmean(s):>17.3f}  "
+            f"{run:<24}{task:<18}{budget:>8}  {method:<6}  {statistics.fmean(s):>17.3f}  "
             f"{max(s):>7.3f}  {statistics.fmean(f):>24.3f}  {max(f):>7.3f}  {len(s)}"
         )
     print("(sbibm's reference samples themselves: off-support about 0.010)")

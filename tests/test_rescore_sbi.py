@@ -41,7 +41,7 @@ def test_scores_what_is_missing_once_and_copies_sbibm_scores(tmp_path, monkeypat
     run = _run_dir(tmp_path)
     calls = []
 
-    def fake_c2st(task, k, samples, n_jobs=None):
+    def fake_c2st(task, k, samples, n_jobs=None):  # noqa: ARG001
         calls.append((task, k, tuple(samples.shape)))
         return 0.7
 
@@ -57,11 +57,34 @@ def test_scores_what_is_missing_once_and_copies_sbibm_scores(tmp_path, monkeypat
     assert len(calls) == 1 and len(_rows(run)) == 2
 
 
-def test_bad_sample_file_and_empty_dir_are_one_message(tmp_path, capsys):
-    with pytest.raises(rescore.UserError, match="no posterior samples"):
+def test_a_torn_last_row_is_scored_again(tmp_path, monkeypatch):
+    run = _run_dir(tmp_path)
+    monkeypatch.setattr(rescore, "posterior_c2st", lambda *a, **k: 0.7)
+    assert rescore.main([str(run)]) == 0
+    path = run / "results_sbibm.csv"
+    text = path.read_text()
+    path.write_text(text[: text.rindex("sbibm")])  # a write interrupted within the last row
+    assert rescore.main([str(run)]) == 0
+    assert set(_rows(run)) == {"fff", "npe"} and len(path.read_text().splitlines()) == 3
+
+
+def test_bad_inputs_are_one_message_before_any_score(tmp_path, monkeypatch):
+    monkeypatch.setattr(rescore, "posterior_c2st", lambda *a, **k: pytest.fail("scored"))
+    with pytest.raises(rescore.UserError, match="does not exist"):
         rescore.main([str(tmp_path)])
-    path = bench.samples_path(tmp_path, "two_moons", 1000, "fff", 1)
-    path.parent.mkdir(parents=True)
-    path.write_bytes(b"not a tensor")
+    (tmp_path / "samples").mkdir()
+    torch.save(torch.zeros(5, 2), tmp_path / "samples" / "two_moons_01000_fff_obs01.pt")
+    with pytest.raises(rescore.UserError, match="no sample files .* other files there"):
+        rescore.main([str(tmp_path)])  # leading zeros would name a set twice
+    good = bench.samples_path(tmp_path, "two_moons", 1000, "fff", 1)
+    bench.save_samples(good, torch.zeros(5, 2))
+    for k, bad, match in (
+        (2, torch.zeros(5, 3), r"expected a \(n >= 5, 2\) tensor, got \(5, 3\)"),
+        (2, torch.full((5, 2), float("nan")), "NaN"),
+    ):
+        bench.save_samples(bench.samples_path(tmp_path, "two_moons", 1000, "fff", k), bad)
+        with pytest.raises(rescore.UserError, match=match):
+            rescore.main([str(tmp_path)])  # obs 1 is fine, and was not scored first
+    bench.samples_path(tmp_path, "two_moons", 1000, "fff", 2).write_bytes(b"not a tensor")
     with pytest.raises(rescore.UserError, match="not a sample file"):
         rescore.main([str(tmp_path)])
