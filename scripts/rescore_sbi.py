@@ -76,8 +76,8 @@ def sample_sets(out_dir: Path, tasks: list[str] | None) -> list[tuple[tuple, Pat
     folder = out_dir / "samples"
     if not folder.is_dir():
         raise UserError(
-            f"{folder} does not exist: give a bench_sbi.py --out-dir (runs made before it kept "
-            "samples cannot be rescored)"
+            f"{folder} does not exist: give a bench_sbi.py --out-dir (runs made before "
+            "bench_sbi.py kept its samples have none)"
         )
     found, other = [], []
     for path in sorted(folder.iterdir()):

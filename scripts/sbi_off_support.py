@@ -12,7 +12,8 @@ a ``bench_sbi.py`` run (``<out-dir>/samples/``):
 - the **off-support share** of a sample set is the fraction of its samples farther than ``r``
   from every ``A`` sample (about 0.01 for samples of the reference posterior itself); the
   **far-off share**, farther than ``10 r``, leaves out samples that only blur the support's edge
-  (on two_moons ``r`` is 0.005, half a crescent's width, and ``10 r`` marks the bridge).
+  (on two_moons ``r`` is 0.003-0.005, about half the crescents' radial sd, and ``10 r`` marks
+  the bridge).
 
 Prints both shares per task, budget and method (mean over observations, and the largest), and with
 ``--plot FILE`` draws the first observations' samples over the reference (2-parameter tasks).
