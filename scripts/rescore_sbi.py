@@ -23,7 +23,15 @@ import sys
 from pathlib import Path
 
 import torch
-from bench_sbi import FIELDS, plot, print_table, summarise  # scripts/bench_sbi.py
+from sbi_results import (  # scripts/sbi_results.py
+    FIELDS,
+    plot,
+    print_table,
+    read_rows,
+    run_main,
+    summarise,
+    write_rows,
+)
 
 from molfff.dense.sbi import (
     NUM_OBSERVATIONS,
@@ -37,34 +45,6 @@ SAMPLES = re.compile(
     r"(?P<task>[a-z_]+)_(?P<budget>[1-9]\d*)_(?P<method>fff|npe)_obs(?P<k>[1-9]\d*)\.pt"
 )
 MIN_ROWS = 5  # the C2ST's folds
-
-
-def read_rows(path: Path) -> list[dict]:
-    """Complete rows of a results file with bench_sbi's columns; [] if it does not exist. A row
-    cut short (an interrupted write) is left out."""
-    if not path.exists():
-        return []
-    try:
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            if tuple(reader.fieldnames or ()) != FIELDS:
-                raise UserError(f"{path}: not a results file of bench_sbi.py (its columns differ)")
-            return [r for r in reader if all(r.get(k) not in (None, "") for k in FIELDS)]
-    except OSError as err:
-        raise UserError(f"{path}: cannot read ({err.strerror})") from None
-
-
-def write_rows(path: Path, rows: list[dict]) -> None:
-    """Rewrite ``path`` with ``rows`` through a temporary file (a torn last line goes)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-        tmp.replace(path)
-    except OSError as err:
-        raise UserError(f"cannot write {path} ({err.strerror})") from None
 
 
 def sample_sets(out_dir: Path, tasks: list[str] | None) -> list[tuple[tuple, Path]]:
@@ -219,8 +199,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -20,7 +20,6 @@ gap. Prints the share of latent draws that land off the support (the off-support
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
@@ -29,6 +28,7 @@ from sbi_off_support import (  # scripts/sbi_off_support.py
     nearest_distance,
     support_radius,
 )
+from sbi_results import run_main  # scripts/sbi_results.py
 
 from molfff.dense.sbi import NUM_OBSERVATIONS, observation, reference_posterior_samples
 from molfff.errors import UserError
@@ -99,8 +99,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)

@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 from rescore_sbi import load_samples, sample_sets  # scripts/rescore_sbi.py
+from sbi_results import run_main  # scripts/sbi_results.py
 from torch import Tensor
 
 from molfff.dense.sbi import NUM_OBSERVATIONS, reference_posterior_samples
@@ -143,8 +143,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    run_main(main)
