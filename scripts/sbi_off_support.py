@@ -58,25 +58,39 @@ def support_radius(reference: Tensor, quantile: float = QUANTILE) -> tuple[Tenso
 FAR = 10.0
 
 
+def reference_support(task: str, k: int) -> tuple[Tensor, float]:
+    """:func:`support_radius` of observation ``k``'s reference samples."""
+    return support_radius(reference_posterior_samples(task, k).double())
+
+
+def off_support_shares(
+    samples: Tensor, support: tuple[Tensor, float], factors: tuple[float, ...] = (1.0, FAR)
+) -> list[float]:
+    """Fractions of ``samples`` ``(N, D_theta)`` farther than each of ``factors`` times the
+    radius of ``support`` (:func:`reference_support`) from it, from one nearest-neighbour
+    search."""
+    a, radius = support
+    distance = nearest_distance(samples.double(), a)
+    return [(distance > f * radius).double().mean().item() for f in factors]
+
+
 def off_support_share(samples: Tensor, task: str, k: int, factor: float = 1.0) -> float:
-    """Fraction of ``samples`` ``(N, D_theta)`` farther than ``factor`` times the reference's
-    radius from it."""
-    a, radius = support_radius(reference_posterior_samples(task, k).double())
-    return (nearest_distance(samples.double(), a) > factor * radius).double().mean().item()
+    """Fraction of ``samples`` farther than ``factor`` times the reference's radius from it."""
+    return off_support_shares(samples, reference_support(task, k), (factor,))[0]
 
 
-def plot(sets: list[tuple[str, tuple, Path]], path: Path, observations: int) -> None:
-    """One row per (run, task, budget, method) of a 2-parameter task, one panel per observation."""
+def plot(measured: dict[tuple, tuple[Tensor, float]], path: Path, observations: int) -> None:
+    """One row per (run, task, budget, method) of a 2-parameter task, one panel per observation;
+    ``measured[(run, task, budget, method, k)]`` holds the samples and their off-support share."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(run, *key[:3]) for run, key, _ in sets})
+    groups = sorted({key[:4] for key in measured})
     groups = [g for g in groups if reference_posterior_samples(g[1], 1).shape[1] == 2]
     if not groups:
         raise UserError("--plot draws 2-parameter tasks only; none among the samples")
-    by_key = {(run, *key): p for run, key, p in sets}
     fig, axes = plt.subplots(
         len(groups), observations, figsize=(3.2 * observations, 3.2 * len(groups)), squeeze=False
     )
@@ -84,9 +98,8 @@ def plot(sets: list[tuple[str, tuple, Path]], path: Path, observations: int) -> 
         for ax, k in zip(row, range(1, observations + 1), strict=True):
             ref = reference_posterior_samples(task, k)
             ax.scatter(*ref[:3000].T, s=1, c="k", alpha=0.3, label="reference")
-            if (p := by_key.get((run, task, budget, method, k))) is not None:
-                samples = load_samples(p)
-                share = off_support_share(samples, task, k)
+            if (found := measured.get((run, task, budget, method, k))) is not None:
+                samples, share = found
                 ax.scatter(*samples[:3000].T, s=1, c="tab:red", alpha=0.3, label=method.upper())
                 name = Path(run).name
                 ax.set_title(
@@ -119,10 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     runs = list(dict.fromkeys(str(d) for d in args.out_dirs))  # each folder once, as given
     sets = [(run, key, path) for run in runs for key, path in sample_sets(Path(run), None)]
     samples = {path: load_samples(path, key[0]) for _, key, path in sets}  # all checked first
-    shares, far = defaultdict(list), defaultdict(list)
+    shares, far, measured, supports = defaultdict(list), defaultdict(list), {}, {}
     for run, (task, budget, method, k), path in sets:
-        shares[(run, task, budget, method)].append(off_support_share(samples[path], task, k))
-        far[(run, task, budget, method)].append(off_support_share(samples[path], task, k, FAR))
+        if (task, k) not in supports:  # one radius per observation, shared by the runs
+            supports[task, k] = reference_support(task, k)
+        share, far_share = off_support_shares(samples[path], supports[task, k])
+        shares[(run, task, budget, method)].append(share)
+        far[(run, task, budget, method)].append(far_share)
+        measured[(run, task, budget, method, k)] = (samples[path], share)
     print(f"off-support share: samples farther from the reference than {QUANTILE:.0%} of its own")
     print(
         f"{'run':<24}{'task':<18}{'budget':>8}  method  off-support: mean  largest"
@@ -137,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     print("(sbibm's reference samples themselves: off-support about 0.010)")
     if args.plot is not None:
-        plot(sets, args.plot, args.plot_observations)
+        plot(measured, args.plot, args.plot_observations)
         print(f"wrote {args.plot}")
     return 0
 
