@@ -18,7 +18,16 @@ Telling the three apart says whether a misplaced posterior comes from the likeli
 encoder's density is off too) or from sampling through an imprecise inverse (only the samples
 are off).
 
+Over all observations, a last line summarises the samples (:func:`location_summary`): the slope
+of their mean on the reference mean (per parameter, a line through the origin: 1 means no
+shrinkage toward the origin, 0.9 means means pulled 10 % toward it), the median offset in
+reference sds and the median sd ratio. ``--kept METHOD`` reads the samples that
+``scripts/bench_sbi.py`` kept for ``METHOD`` (``fff`` or ``npe``) instead of drawing them from a
+model, so NPE's posteriors get the same numbers.
+
     python scripts/sbi_posterior_offsets.py RUN --task sir --observations 3
+    python scripts/sbi_posterior_offsets.py BENCH_DIR --kept npe --task gaussian_linear_uniform \
+        --budget 10000 --observations 10
 """
 
 from __future__ import annotations
@@ -66,6 +75,39 @@ def in_reference_sds(mean: Tensor, ref: Tensor) -> Tensor:
     return (mean - ref.mean(0)) / ref.std(0)
 
 
+def location_summary(means: Tensor, ref_means: Tensor, sds: Tensor, ref_sds: Tensor) -> dict:
+    """How posterior samples sit against the reference over several observations, each argument
+    ``(K, D)`` (one row per observation): ``slope``, the least-squares slope through the origin
+    of ``means`` on ``ref_means`` over all K * D entries; ``offset``, the median of
+    ``|means - ref_means| / ref_sds``; ``sd_ratio``, the median of ``sds / ref_sds``."""
+    slope = (ref_means * means).sum() / (ref_means * ref_means).sum()
+    return {
+        "slope": slope.item(),
+        "offset": ((means - ref_means).abs() / ref_sds).median().item(),
+        "sd_ratio": (sds / ref_sds).median().item(),
+    }
+
+
+def read_kept(path: Path, dim: int) -> Tensor:
+    """Samples ``(N, dim)`` that bench_sbi.py kept, as float64.
+
+    Raises:
+        UserError: the file is not a readable tensor of ``dim`` columns.
+    """
+    import pickle
+
+    from molfff.errors import UserError
+
+    try:
+        samples = torch.load(path, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise UserError(f"{path}: not readable as kept samples ({err})") from err
+    if not isinstance(samples, Tensor) or samples.dim() != 2 or samples.shape[1] != dim:
+        shape = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
+        raise UserError(f"{path}: expected samples of shape (N, {dim}), found {shape}")
+    return samples.double()
+
+
 def _fmt(t: Tensor, sign: str = "+") -> str:
     return " / ".join(f"{v:{sign}.2f}" for v in t.tolist())
 
@@ -74,33 +116,68 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run", type=Path, help="checkpoint file or run folder")
     p.add_argument("--task", help="sbibm task (default: the run's data.task)")
+    p.add_argument(
+        "--kept",
+        choices=["fff", "npe"],
+        help="read RUN (a bench_sbi.py --out-dir) for this method's kept samples (needs --task "
+        "and --budget)",
+    )
+    p.add_argument("--budget", type=int, help="simulation budget of the kept samples")
     p.add_argument("--observations", type=int, default=3, help="observations 1..N")
     p.add_argument("--half-width", type=float, default=12.0, help="grid half-width, ref sds")
     p.add_argument("--points", type=int, default=121, help="grid points per axis")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if not 1 <= args.observations <= 10:
+        p.error(f"--observations must be 1..10 (sbibm's observations), got {args.observations}")
+    if args.budget is not None and args.budget < 1:
+        p.error(f"--budget must be positive, got {args.budget}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sbi_results import samples_path  # scripts/sbi_results.py
+
     from molfff.dense.sbi import observation, reference_posterior_samples
     from molfff.dense.sbi_task import posterior_samples
     from molfff.errors import UserError
     from molfff.train.runs import load_model
 
     args = parse_args(argv)
+    if args.kept and (args.task is None or args.budget is None):
+        print("error: --kept needs --task and --budget", file=sys.stderr)
+        return 2
     try:
-        config, module, path = load_model(args.run)
-        task = args.task or getattr(config.data, "task", None)
-        if task is None or not hasattr(module, "standardize_x"):
-            raise UserError(f"{path} is not an SBI run (no data.task); pass --task")
+        if args.kept:
+            task, module, path = args.task, None, args.run
+            kept = [
+                samples_path(args.run, task, args.budget, args.kept, k)
+                for k in range(1, args.observations + 1)
+            ]
+            missing = [str(f) for f in kept if not f.is_file()]
+            if missing:
+                raise UserError(
+                    f"no kept samples at {', '.join(missing)} (bench_sbi.py --out-dir RUN "
+                    "keeps them for each task, budget, method and observation it scored)"
+                )
+        else:
+            config, module, path = load_model(args.run)
+            task = args.task or getattr(config.data, "task", None)
+            if task is None or not hasattr(module, "standardize_x"):
+                raise UserError(f"{path} is not an SBI run (no data.task); pass --task")
         print(f"{path}: {task}; offsets of the mean from the reference mean, in reference sds")
+        rows = []
         for k in range(1, args.observations + 1):
             ref = reference_posterior_samples(task, k).double()
-            samples = posterior_samples(module, task, k).double()
+            if args.kept:
+                samples = read_kept(kept[k - 1], ref.shape[1])
+            else:
+                samples = posterior_samples(module, task, k).double()
+            rows.append((samples.mean(0), ref.mean(0), samples.std(0), ref.std(0)))
             line = (
                 f"observation {k}: samples {_fmt(in_reference_sds(samples.mean(0), ref))} "
                 f"(sd ratio {_fmt(samples.std(0) / ref.std(0), '')})"
             )
-            if ref.shape[1] <= 2:
+            if module is not None and ref.shape[1] <= 2:
                 theta = grid(ref.mean(0), ref.std(0), args.half_width, args.points)
                 x_o = observation(task, k).double().expand(len(theta), -1)
                 param = next(module.parameters())
@@ -113,6 +190,12 @@ def main(argv: list[str] | None = None) -> int:
                     line += f" (mass on the grid {mass:.2f})"
                     line += f" ({100 * share:.0f} % of the grid)" if exact else ""
             print(line)
+        summary = location_summary(*(torch.stack(t) for t in zip(*rows, strict=True)))
+        print(
+            f"samples over observations 1-{args.observations}: slope of their mean on the "
+            f"reference mean {summary['slope']:.3f} (1: no shrinkage), median offset "
+            f"{summary['offset']:.2f} reference sds, median sd ratio {summary['sd_ratio']:.2f}"
+        )
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,5 +1,7 @@
 """scripts/sbi_posterior_offsets.py: a density's mean on a grid, in reference sds."""
 
+import re
+
 import pytest
 import torch
 
@@ -36,3 +38,65 @@ def test_grid_mean_of_a_gaussian_density_is_its_mean():
 def test_grid_refuses_three_parameters():
     with pytest.raises(ValueError, match="at most 2 parameters"):
         offsets.grid(torch.zeros(3), torch.ones(3), 12.0, 11)
+
+
+@pytest.mark.usefixtures("float64")
+def test_location_summary_reads_shrinkage_offset_and_width():
+    """Means pulled 20 % toward the origin give slope 0.8 whatever the offsets' signs, the
+    median |offset| in reference sds, and the median sd ratio."""
+    ref_means = torch.tensor([[1.0, -2.0, 0.5], [-1.0, 3.0, 0.25]])
+    ref_sds = torch.tensor([[0.1, 0.5, 0.25], [0.2, 1.0, 0.05]])
+    means = 0.8 * ref_means
+    sds = ref_sds * torch.tensor([[1.0, 1.5, 0.5], [2.0, 1.2, 0.9]])
+    got = offsets.location_summary(means, ref_means, sds, ref_sds)
+    assert got["slope"] == pytest.approx(0.8)
+    # |0.2 m| / sd: 2, 0.8, 0.4 / 1, 0.6, 1 -> median (torch: lower of the two middle) 0.8
+    assert got["offset"] == pytest.approx(0.8)
+    assert got["sd_ratio"] == pytest.approx(1.0)  # 0.5, 0.9, 1.0, 1.2, 1.5, 2.0 -> 1.0
+    unbiased = offsets.location_summary(ref_means, ref_means, ref_sds, ref_sds)
+    assert unbiased == {"slope": pytest.approx(1.0), "offset": 0.0, "sd_ratio": 1.0}
+
+
+def test_kept_samples_need_task_and_budget(tmp_path, capsys):
+    assert offsets.main([str(tmp_path), "--kept", "npe", "--task", "two_moons"]) == 2
+    assert "--kept needs --task and --budget" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        offsets.parse_args([str(tmp_path), "--observations", "11"])
+
+
+def test_kept_samples_are_summarised_against_the_reference(tmp_path, monkeypatch, capsys):
+    """bench_sbi.py's kept samples of two observations, means pulled 10 % toward the origin:
+    the summary line reads slope 0.90 and sd ratio 1 (up to sampling noise)."""
+    from sbi_results import samples_path, save_samples
+
+    import molfff.dense.sbi as sbi
+
+    gen = torch.Generator().manual_seed(3)
+    centres = {1: torch.tensor([2.0, -1.0]), 2: torch.tensor([-3.0, 0.5])}
+    sd = torch.tensor([0.1, 0.2])
+    refs = {k: c + sd * torch.randn(10_000, 2, generator=gen) for k, c in centres.items()}
+    monkeypatch.setattr(sbi, "reference_posterior_samples", lambda task, k: refs[k])
+    for k, c in centres.items():
+        path = samples_path(tmp_path, "two_moons", 1000, "npe", k)
+        save_samples(path, 0.9 * c + sd * torch.randn(10_000, 2, generator=gen))
+    argv = [str(tmp_path), "--kept", "npe", "--task", "two_moons", "--budget", "1000"]
+    assert offsets.main([*argv, "--observations", "2"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    slope = float(re.search(r"reference mean ([0-9.]+)", last).group(1))
+    ratio = float(re.search(r"median sd ratio ([0-9.]+)", last).group(1))
+    assert slope == pytest.approx(0.9, abs=0.005)
+    assert ratio == pytest.approx(1.0, abs=0.03)
+    assert offsets.main([*argv, "--observations", "3"]) == 2  # observation 3 was not kept
+    assert "no kept samples" in capsys.readouterr().err
+
+
+def test_unreadable_or_misshapen_kept_samples_are_refused(tmp_path):
+    from molfff.errors import UserError
+
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a tensor")
+    with pytest.raises(UserError, match="not readable"):
+        offsets.read_kept(bad, 2)
+    torch.save(torch.zeros(5, 3), bad)
+    with pytest.raises(UserError, match=r"\(N, 2\), found \(5, 3\)"):
+        offsets.read_kept(bad, 2)
