@@ -18,10 +18,12 @@ Telling the three apart says whether a misplaced posterior comes from the likeli
 encoder's density is off too) or from sampling through an imprecise inverse (only the samples
 are off).
 
-Over all observations, a last line summarises the samples (:func:`location_summary`): the slope
-of their mean on the reference mean (per parameter, a line through the origin: 1 means no
-shrinkage toward the origin, 0.9 means means pulled 10 % toward it), the median offset in
-reference sds and the median sd ratio. ``--kept METHOD`` reads the samples that
+Over all observations, a last line summarises the samples (:func:`location_summary`): one
+least-squares slope through the origin of their means on the reference means, pooled over all
+parameters and observations (1 means no shrinkage toward the origin, 0.9 means means pulled 10 %
+toward it; meaningful only where the reference means lie away from the origin, not for
+posteriors centred on it such as two_moons'), the median absolute offset in reference sds and the
+median sd ratio. ``--kept METHOD`` reads the samples that
 ``scripts/bench_sbi.py`` kept for ``METHOD`` (``fff`` or ``npe``) instead of drawing them from a
 model, so NPE's posteriors get the same numbers.
 
@@ -79,12 +81,13 @@ def location_summary(means: Tensor, ref_means: Tensor, sds: Tensor, ref_sds: Ten
     """How posterior samples sit against the reference over several observations, each argument
     ``(K, D)`` (one row per observation): ``slope``, the least-squares slope through the origin
     of ``means`` on ``ref_means`` over all K * D entries; ``offset``, the median of
-    ``|means - ref_means| / ref_sds``; ``sd_ratio``, the median of ``sds / ref_sds``."""
+    ``|means - ref_means| / ref_sds``; ``sd_ratio``, the median of ``sds / ref_sds`` (medians
+    of an even count average the two middle values)."""
     slope = (ref_means * means).sum() / (ref_means * ref_means).sum()
     return {
         "slope": slope.item(),
-        "offset": ((means - ref_means).abs() / ref_sds).median().item(),
-        "sd_ratio": (sds / ref_sds).median().item(),
+        "offset": ((means - ref_means).abs() / ref_sds).flatten().quantile(0.5).item(),
+        "sd_ratio": (sds / ref_sds).flatten().quantile(0.5).item(),
     }
 
 
@@ -92,19 +95,28 @@ def read_kept(path: Path, dim: int) -> Tensor:
     """Samples ``(N, dim)`` that bench_sbi.py kept, as float64.
 
     Raises:
-        UserError: the file is not a readable tensor of ``dim`` columns.
+        UserError: the file is not a tensor saved by ``torch.save``, or not a dense,
+            real-valued, finite ``(N, dim)`` tensor with at least two rows.
     """
-    import pickle
+    import warnings
 
     from molfff.errors import UserError
 
     try:
-        samples = torch.load(path, weights_only=True)
-    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise UserError(f"{path}: not readable as kept samples ({err})") from err
-    if not isinstance(samples, Tensor) or samples.dim() != 2 or samples.shape[1] != dim:
-        shape = tuple(samples.shape) if isinstance(samples, Tensor) else type(samples).__name__
-        raise UserError(f"{path}: expected samples of shape (N, {dim}), found {shape}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            samples = torch.load(path, weights_only=True, map_location="cpu")
+    except Exception as err:  # torch.load raises many types on foreign or damaged files
+        raise UserError(f"{path}: not a tensor file written by torch.save") from err
+    if not isinstance(samples, Tensor):
+        raise UserError(f"{path}: holds a {type(samples).__name__}, not a tensor of samples")
+    if samples.layout != torch.strided or samples.is_meta or not samples.dtype.is_floating_point:
+        raise UserError(f"{path}: expected dense floating-point samples, found {samples.dtype}")
+    if samples.dim() != 2 or samples.shape[1] != dim or samples.shape[0] < 2:
+        shape = tuple(samples.shape)
+        raise UserError(f"{path}: expected samples of shape (N >= 2, {dim}), found {shape}")
+    if not torch.isfinite(samples).all():
+        raise UserError(f"{path}: samples contain NaN or infinite values")
     return samples.double()
 
 
@@ -131,6 +143,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--observations must be 1..10 (sbibm's observations), got {args.observations}")
     if args.budget is not None and args.budget < 1:
         p.error(f"--budget must be positive, got {args.budget}")
+    if args.points < 2:
+        p.error(f"--points must be at least 2, got {args.points}")
+    if not args.half_width > 0:
+        p.error(f"--half-width must be positive, got {args.half_width}")
+    from molfff.dense.sbi import TASK_NAMES
+
+    if args.task is not None and args.task not in TASK_NAMES:
+        p.error(f"unknown --task {args.task!r}; choose from {', '.join(TASK_NAMES)}")
     return args
 
 
@@ -153,25 +173,28 @@ def main(argv: list[str] | None = None) -> int:
                 samples_path(args.run, task, args.budget, args.kept, k)
                 for k in range(1, args.observations + 1)
             ]
-            missing = [str(f) for f in kept if not f.is_file()]
+            missing = [f for f in kept if not f.is_file()]
             if missing:
+                more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
                 raise UserError(
-                    f"no kept samples at {', '.join(missing)} (bench_sbi.py --out-dir RUN "
-                    "keeps them for each task, budget, method and observation it scored)"
+                    f"no kept samples at {missing[0]}{more} (bench_sbi.py --out-dir RUN keeps "
+                    "them for each task, budget, method and observation it scored)"
                 )
+            dim = reference_posterior_samples(task, 1).shape[1]
+            kept = [read_kept(f, dim) for f in kept]  # every file checked before any output
         else:
             config, module, path = load_model(args.run)
-            task = args.task or getattr(config.data, "task", None)
+            trained_on = getattr(config.data, "task", None)
+            if args.task is not None and trained_on is not None and args.task != trained_on:
+                raise UserError(f"{path} was trained on {trained_on}, not --task {args.task}")
+            task = args.task or trained_on
             if task is None or not hasattr(module, "standardize_x"):
                 raise UserError(f"{path} is not an SBI run (no data.task); pass --task")
         print(f"{path}: {task}; offsets of the mean from the reference mean, in reference sds")
         rows = []
         for k in range(1, args.observations + 1):
             ref = reference_posterior_samples(task, k).double()
-            if args.kept:
-                samples = read_kept(kept[k - 1], ref.shape[1])
-            else:
-                samples = posterior_samples(module, task, k).double()
+            samples = kept[k - 1] if args.kept else posterior_samples(module, task, k).double()
             rows.append((samples.mean(0), ref.mean(0), samples.std(0), ref.std(0)))
             line = (
                 f"observation {k}: samples {_fmt(in_reference_sds(samples.mean(0), ref))} "
@@ -193,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = location_summary(*(torch.stack(t) for t in zip(*rows, strict=True)))
         print(
             f"samples over observations 1-{args.observations}: slope of their mean on the "
-            f"reference mean {summary['slope']:.3f} (1: no shrinkage), median offset "
+            f"reference mean {summary['slope']:.3f} (1: no shrinkage), median absolute offset "
             f"{summary['offset']:.2f} reference sds, median sd ratio {summary['sd_ratio']:.2f}"
         )
     except UserError as err:

@@ -50,9 +50,9 @@ def test_location_summary_reads_shrinkage_offset_and_width():
     sds = ref_sds * torch.tensor([[1.0, 1.5, 0.5], [2.0, 1.2, 0.9]])
     got = offsets.location_summary(means, ref_means, sds, ref_sds)
     assert got["slope"] == pytest.approx(0.8)
-    # |0.2 m| / sd: 2, 0.8, 0.4 / 1, 0.6, 1 -> median (torch: lower of the two middle) 0.8
-    assert got["offset"] == pytest.approx(0.8)
-    assert got["sd_ratio"] == pytest.approx(1.0)  # 0.5, 0.9, 1.0, 1.2, 1.5, 2.0 -> 1.0
+    # |0.2 m| / sd: 2, 0.8, 0.4 / 1, 0.6, 1 -> median of 0.4 0.6 0.8 1 1 2 is 0.9
+    assert got["offset"] == pytest.approx(0.9)
+    assert got["sd_ratio"] == pytest.approx(1.1)  # 0.5, 0.9, 1.0, 1.2, 1.5, 2.0 -> 1.1
     unbiased = offsets.location_summary(ref_means, ref_means, ref_sds, ref_sds)
     assert unbiased == {"slope": pytest.approx(1.0), "offset": 0.0, "sd_ratio": 1.0}
 
@@ -60,8 +60,11 @@ def test_location_summary_reads_shrinkage_offset_and_width():
 def test_kept_samples_need_task_and_budget(tmp_path, capsys):
     assert offsets.main([str(tmp_path), "--kept", "npe", "--task", "two_moons"]) == 2
     assert "--kept needs --task and --budget" in capsys.readouterr().err
+    for bad in (["--observations", "11"], ["--points", "1"], ["--half-width", "0"]):
+        with pytest.raises(SystemExit):
+            offsets.parse_args([str(tmp_path), *bad])
     with pytest.raises(SystemExit):
-        offsets.parse_args([str(tmp_path), "--observations", "11"])
+        offsets.parse_args([str(tmp_path), "--task", "three_moons"])
 
 
 def test_kept_samples_are_summarised_against_the_reference(tmp_path, monkeypatch, capsys):
@@ -87,16 +90,26 @@ def test_kept_samples_are_summarised_against_the_reference(tmp_path, monkeypatch
     assert slope == pytest.approx(0.9, abs=0.005)
     assert ratio == pytest.approx(1.0, abs=0.03)
     assert offsets.main([*argv, "--observations", "3"]) == 2  # observation 3 was not kept
-    assert "no kept samples" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "no kept samples" in out.err and out.out == ""  # refused before any output
 
 
 def test_unreadable_or_misshapen_kept_samples_are_refused(tmp_path):
     from molfff.errors import UserError
 
     bad = tmp_path / "bad.pt"
-    bad.write_bytes(b"not a tensor")
-    with pytest.raises(UserError, match="not readable"):
-        offsets.read_kept(bad, 2)
-    torch.save(torch.zeros(5, 3), bad)
-    with pytest.raises(UserError, match=r"\(N, 2\), found \(5, 3\)"):
-        offsets.read_kept(bad, 2)
+    for junk in (b"not a tensor", b"hello", b".hello", b"X", b""):
+        bad.write_bytes(junk)
+        with pytest.raises(UserError, match="not a tensor file"):
+            offsets.read_kept(bad, 2)
+    for value, message in (
+        ({"samples": torch.zeros(5, 2)}, "holds a dict"),
+        (torch.zeros(5, 3), r"\(N >= 2, 2\), found \(5, 3\)"),
+        (torch.zeros(1, 2), r"found \(1, 2\)"),
+        (torch.zeros(5, 2, dtype=torch.int64), "floating-point"),
+        (torch.zeros(5, 2).to_sparse(), "dense floating-point"),
+        (torch.tensor([[0.0, 1.0], [float("nan"), 0.0]]), "NaN or infinite"),
+    ):
+        torch.save(value, bad)
+        with pytest.raises(UserError, match=message):
+            offsets.read_kept(bad, 2)
