@@ -23,9 +23,9 @@ least-squares slope through the origin of their means on the reference means, po
 parameters and observations (1 means no shrinkage toward the origin, 0.9 means means pulled 10 %
 toward it; meaningful only where the reference means lie away from the origin, not for
 posteriors centred on it such as two_moons'), the median absolute offset in reference sds and the
-median sd ratio. ``--kept METHOD`` reads the samples that
-``scripts/bench_sbi.py`` kept for ``METHOD`` (``fff`` or ``npe``) instead of drawing them from a
-model, so NPE's posteriors get the same numbers.
+median sd ratio. ``--kept METHOD`` reads the samples that ``scripts/bench_sbi.py`` kept for
+``METHOD`` (``fff`` or ``npe``) instead of drawing them from a model, so NPE's posteriors get the
+same numbers.
 
     python scripts/sbi_posterior_offsets.py RUN --task sir --observations 3
     python scripts/sbi_posterior_offsets.py BENCH_DIR --kept npe --task gaussian_linear_uniform \
@@ -139,16 +139,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--half-width", type=float, default=12.0, help="grid half-width, ref sds")
     p.add_argument("--points", type=int, default=121, help="grid points per axis")
     args = p.parse_args(argv)
-    if not 1 <= args.observations <= 10:
-        p.error(f"--observations must be 1..10 (sbibm's observations), got {args.observations}")
+    from molfff.dense.sbi import NUM_OBSERVATIONS, TASK_NAMES
+
+    if not 1 <= args.observations <= NUM_OBSERVATIONS:
+        p.error(
+            f"--observations must be 1..{NUM_OBSERVATIONS} (sbibm's observations), "
+            f"got {args.observations}"
+        )
     if args.budget is not None and args.budget < 1:
         p.error(f"--budget must be positive, got {args.budget}")
     if args.points < 2:
         p.error(f"--points must be at least 2, got {args.points}")
     if not args.half_width > 0:
         p.error(f"--half-width must be positive, got {args.half_width}")
-    from molfff.dense.sbi import TASK_NAMES
-
     if args.task is not None and args.task not in TASK_NAMES:
         p.error(f"unknown --task {args.task!r}; choose from {', '.join(TASK_NAMES)}")
     return args
