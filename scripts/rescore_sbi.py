@@ -20,6 +20,7 @@ import csv
 import re
 import signal
 import sys
+import warnings
 from pathlib import Path
 
 import torch
@@ -82,13 +83,20 @@ def load_samples(path: Path, task: str | None = None) -> torch.Tensor:
     """A kept sample set ``(n, D_theta)``; with ``task``, checked against its reference.
 
     Raises:
-        UserError: not a tensor file, not ``(n, D_theta)`` with ``n >= 5``, or not finite.
+        UserError: not a tensor file, not a dense floating-point ``(n, D_theta)`` tensor with
+            ``n >= 5``, or not finite.
     """
     try:
-        samples = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about plain pickles before refusing them
+            warnings.simplefilter("ignore")
+            samples = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: one message, not a traceback
-        detail = str(err) or type(err).__name__
+        detail = type(err).__name__  # torch's own text runs to lines of unrelated advice
         raise UserError(f"{path}: not a sample file of bench_sbi.py ({detail})") from None
+    if isinstance(samples, torch.Tensor) and (
+        samples.layout != torch.strided or samples.is_meta or not samples.dtype.is_floating_point
+    ):
+        raise UserError(f"{path}: expected dense floating-point samples, got {samples.dtype}")
     dim = None if task is None else reference_posterior_samples(task, 1).shape[1]
     if (
         not isinstance(samples, torch.Tensor)

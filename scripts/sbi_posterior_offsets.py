@@ -91,35 +91,6 @@ def location_summary(means: Tensor, ref_means: Tensor, sds: Tensor, ref_sds: Ten
     }
 
 
-def read_kept(path: Path, dim: int) -> Tensor:
-    """Samples ``(N, dim)`` that bench_sbi.py kept, as float64.
-
-    Raises:
-        UserError: the file is not a tensor saved by ``torch.save``, or not a dense,
-            real-valued, finite ``(N, dim)`` tensor with at least two rows.
-    """
-    import warnings
-
-    from molfff.errors import UserError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            samples = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as err:  # torch.load raises many types on foreign or damaged files
-        raise UserError(f"{path}: not a tensor file written by torch.save") from err
-    if not isinstance(samples, Tensor):
-        raise UserError(f"{path}: holds a {type(samples).__name__}, not a tensor of samples")
-    if samples.layout != torch.strided or samples.is_meta or not samples.dtype.is_floating_point:
-        raise UserError(f"{path}: expected dense floating-point samples, found {samples.dtype}")
-    if samples.dim() != 2 or samples.shape[1] != dim or samples.shape[0] < 2:
-        shape = tuple(samples.shape)
-        raise UserError(f"{path}: expected samples of shape (N >= 2, {dim}), found {shape}")
-    if not torch.isfinite(samples).all():
-        raise UserError(f"{path}: samples contain NaN or infinite values")
-    return samples.double()
-
-
 def _fmt(t: Tensor, sign: str = "+") -> str:
     return " / ".join(f"{v:{sign}.2f}" for v in t.tolist())
 
@@ -158,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rescore_sbi import load_samples  # scripts/rescore_sbi.py
     from sbi_results import samples_path  # scripts/sbi_results.py
 
     from molfff.dense.sbi import observation, reference_posterior_samples
@@ -183,8 +155,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"no kept samples at {missing[0]}{more} (bench_sbi.py --out-dir RUN keeps "
                     "them for each task, budget, method and observation it scored)"
                 )
-            dim = reference_posterior_samples(task, 1).shape[1]
-            kept = [read_kept(f, dim) for f in kept]  # every file checked before any output
+            # every file read and checked (scripts/rescore_sbi.py) before any output
+            kept = [load_samples(f, task).double() for f in kept]
         else:
             config, module, path = load_model(args.run)
             trained_on = getattr(config.data, "task", None)

@@ -95,21 +95,25 @@ def test_kept_samples_are_summarised_against_the_reference(tmp_path, monkeypatch
 
 
 def test_unreadable_or_misshapen_kept_samples_are_refused(tmp_path):
+    """The kept files are read by rescore_sbi.load_samples, which refuses each bad one with
+    one message."""
+    from rescore_sbi import load_samples
+
     from molfff.errors import UserError
 
     bad = tmp_path / "bad.pt"
     for junk in (b"not a tensor", b"hello", b".hello", b"X", b""):
         bad.write_bytes(junk)
-        with pytest.raises(UserError, match="not a tensor file"):
-            offsets.read_kept(bad, 2)
+        with pytest.raises(UserError, match="not a sample file"):
+            load_samples(bad)
     for value, message in (
-        ({"samples": torch.zeros(5, 2)}, "holds a dict"),
-        (torch.zeros(5, 3), r"\(N >= 2, 2\), found \(5, 3\)"),
-        (torch.zeros(1, 2), r"found \(1, 2\)"),
+        ({"samples": torch.zeros(5, 2)}, "dict"),
+        (torch.zeros(5, 3), r"\(n >= 5, 2\) tensor, got \(5, 3\)"),
+        (torch.zeros(1, 2), r"got \(1, 2\)"),
         (torch.zeros(5, 2, dtype=torch.int64), "floating-point"),
         (torch.zeros(5, 2).to_sparse(), "dense floating-point"),
-        (torch.tensor([[0.0, 1.0], [float("nan"), 0.0]]), "NaN or infinite"),
+        (torch.tensor([[0.0, 1.0], [float("nan"), 0.0]] * 3), "NaN or infinite"),
     ):
         torch.save(value, bad)
         with pytest.raises(UserError, match=message):
-            offsets.read_kept(bad, 2)
+            load_samples(bad, "two_moons")
