@@ -75,6 +75,7 @@ from molfff.dense.sbi import (
     TASK_NAMES,
     observation,
     posterior_c2st,
+    prior_bounds,
     prior_distribution,
     reference_posterior_samples,
     simulate_splits,
@@ -161,7 +162,12 @@ def run_fff(task: str, budget: int, splits: dict[str, Split], args) -> tuple[dic
             ),
         )
 
-    data = DenseData(f"sbi/{task}/{budget}", splits, extra_metrics=c2st_per_observation)
+    data = DenseData(
+        f"sbi/{task}/{budget}",
+        splits,
+        extra_metrics=c2st_per_observation,
+        support=prior_bounds(task),
+    )
     dense_task = SbiTask(config.data, config.seed, data)
     timer = TrainTimer()
     result = train(config, progress=False, callbacks=[timer], task=dense_task)

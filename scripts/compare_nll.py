@@ -99,8 +99,8 @@ def _reference_nll(module, task: str, observations: int, n_samples: int, batch_s
         est.append(out["nll_estimate"])
         exact.append(out["nll_exact"])
         with torch.no_grad():  # reconstruction of the reference samples, raw theta units
-            xs, cs = module.standardize_x(theta), module._standardize_c(x_o)
-            back = module.standardize_x.inverse(module.flow.decode(module.flow.encode(xs, cs), cs))
+            xs, cs = module.to_flow(theta), module._standardize_c(x_o)
+            back = module.from_flow(module.flow.decode(module.flow.encode(xs, cs), cs))
         rms = (back - theta).pow(2).mean(0).sqrt()
         rel.append((rms / theta.std(0)).mean().item())
     return {

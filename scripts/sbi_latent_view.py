@@ -65,9 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     c = module._standardize_c(observation(task, args.observation).reshape(1, -1))
     gen = torch.Generator().manual_seed(args.observation)
     with torch.no_grad():
-        z_ref = module.flow.encode(module.standardize_x(ref), c.expand(len(ref), -1))
+        z_ref = module.flow.encode(module.to_flow(ref), c.expand(len(ref), -1))
         z = torch.randn(args.n, 2, generator=gen)
-        theta = module.standardize_x.inverse(module.flow.decode(z, c.expand(args.n, -1)))
+        theta = module.from_flow(module.flow.decode(z, c.expand(args.n, -1)))
     support, radius = support_radius(ref.double())
     off = nearest_distance(theta.double(), support) > radius
     pc = torch.linalg.svd(ref - ref.mean(0), full_matrices=False).Vh[0]

@@ -277,3 +277,57 @@ def test_c2st_integer_tiny_and_empty_inputs():
     assert 0.0 <= c2st(torch.randn(8, 2), torch.randn(8, 2), early_stopping=True) <= 1.0
     with pytest.raises(ValueError, match="D >= 1"):
         c2st(torch.zeros(20, 0), torch.zeros(20, 0))
+
+
+def test_prior_bounds_are_the_supports_box():
+    assert sbi.prior_bounds("two_moons")[0].tolist() == [-1.0, -1.0]
+    assert sbi.prior_bounds("gaussian_mixture")[1].tolist() == [10.0, 10.0]
+    lower, upper = sbi.prior_bounds("lotka_volterra")
+    assert lower.tolist() == [0.0] * 4 and torch.isinf(upper).all()
+    lower, upper = sbi.prior_bounds("bernoulli_glm")
+    assert lower.shape == (10,) and torch.isinf(lower).all() and torch.isinf(upper).all()
+    for name in sbi.TASK_NAMES:  # prior samples lie inside the box
+        lower, upper = sbi.prior_bounds(name)
+        theta = sbi.prior_distribution(name).sample((200,)).reshape(200, -1)
+        assert ((theta > lower) & (theta < upper)).all(), name
+
+
+def test_unconstrained_module_reports_densities_of_theta():
+    """With data.unconstrain the flow models T(theta) z-scored; densities, samples and NLLs
+    are of theta in the prior's box (change of variables, float64)."""
+    from molfff.train.config import load_config
+    from molfff.train.dense import SbiTask, Toy2dTask
+
+    config = load_config(
+        "sbi/gaussian_mixture", ["data.budget=500", "data.n_test=10", "data.unconstrain=true"]
+    )
+    task = SbiTask(config.data, 0)
+    module = task.new_module(config).double()
+    train = task.data.splits["train"]
+    theta, x = train.x[:20].double(), train.c[:20].double()
+    assert module.unconstrain.upper.tolist() == [10.0, 10.0]
+    v = module.to_flow(train.x.double())
+    torch.testing.assert_close(v.mean(0), torch.zeros(2, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(module.from_flow(v), train.x.double())
+    s = (theta + 10) / 20  # T(theta) = logit(s), |dT/dtheta| = 1 / (20 s (1 - s))
+    log_det = -(20 * s * (1 - s)).log().sum(1)
+    for exact in (False, True):
+        inner = module.flow.log_prob_estimate(module.to_flow(theta), module.standardize_c(x))
+        if exact:
+            inner = module.flow.log_prob(module.to_flow(theta), module.standardize_c(x))
+        expected = inner - module.log_scale + log_det
+        torch.testing.assert_close(module.log_prob(theta, x, exact=exact), expected)
+    outside = theta.clone()
+    outside[0, 1] = 10.5
+    assert module.log_prob(outside, x, exact=False)[0] == -math.inf
+    g = torch.Generator().manual_seed(0)
+    samples, log_p = module.sample_with_log_prob(50, x[:1], generator=g)
+    assert module.unconstrain.contains(samples).all()
+    torch.testing.assert_close(log_p, module.log_prob(samples, x[:1].expand(50, -1)))
+    state = {k: v for k, v in module.state_dict().items() if not k.startswith("unconstrain.")}
+    old = type(module)(**module.hparams).double()
+    old.load_state_dict(state)  # checkpoints from before the support: the identity
+    assert old.unconstrain.is_identity
+    toy = load_config("toy2d", ["data.unconstrain=true", "data.n_train=100"])
+    with pytest.raises(UserError, match="does not know its data's support"):
+        Toy2dTask(toy.data, 0).new_module(toy)

@@ -178,6 +178,34 @@ def prior_distribution(name: str) -> torch.distributions.Distribution:
     return _sbibm_task(name.removesuffix("_distractors")).get_prior_dist()
 
 
+def prior_bounds(name: str) -> tuple[Tensor, Tensor]:
+    """``(lower, upper)`` ``(D_theta,)`` float32: the box holding the prior's support, ``±inf``
+    where it is unbounded (Uniform: its box; LogNormal: ``(0, inf)``; Normal: none).
+
+    Raises:
+        UserError: the prior's support is not a box (no such sbibm task today).
+    """
+    prior = prior_distribution(name)
+    support = prior.support
+    while isinstance(support, torch.distributions.constraints.independent):
+        support = support.base_constraint
+    c = torch.distributions.constraints
+    if support is c.real:
+        lower, upper = -torch.inf, torch.inf
+    elif support is c.positive:
+        lower, upper = 0.0, torch.inf
+    elif isinstance(support, c.interval | c.half_open_interval):
+        lower, upper = support.lower_bound, support.upper_bound
+    else:
+        raise UserError(f"{name}: the prior's support {support} is not a box")
+    shape = prior.batch_shape + prior.event_shape
+
+    def full(bound) -> Tensor:
+        return torch.as_tensor(bound, dtype=torch.float32).expand(shape).reshape(-1).clone()
+
+    return full(lower), full(upper)
+
+
 def in_prior_support(name: str, theta: Tensor) -> Tensor:
     """``(B,)`` bool: which rows of ``theta`` ``(B, D_theta)`` lie in the prior's support."""
     inside = prior_distribution(name).support.check(theta)

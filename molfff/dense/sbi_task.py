@@ -17,6 +17,7 @@ from molfff.dense.sbi import (
     in_prior_support,
     observation,
     posterior_c2st,
+    prior_bounds,
     reference_posterior_samples,
     simulate_splits,
 )
@@ -107,4 +108,5 @@ def sbi_training_task(
         f"sbi/{task_name}/{budget}",
         splits,
         extra_metrics=lambda model: c2st_metrics(model, task_name, c2st_observations),
+        support=prior_bounds(task_name),
     )

@@ -44,6 +44,8 @@ class DenseData:
         particles: ``(n, d)`` when rows are n particles in d dimensions.
         extra_metrics: task-specific evaluation of a trained model (one with ``sample`` and
             ``log_prob`` in original units), run after training, e.g. posterior C2ST.
+        support: ``(lower, upper)`` ``(D,)`` each, where ``x`` is known to lie (``±inf``: no
+            bound), e.g. a prior's box; used by ``data.unconstrain``.
     """
 
     name: str
@@ -51,6 +53,7 @@ class DenseData:
     true_log_prob: Callable[[Tensor], Tensor] | None = None
     particles: tuple[int, int] | None = None
     extra_metrics: Callable[[object], dict] | None = None
+    support: tuple[Tensor, Tensor] | None = None
 
     def plot(self, model, out_dir: Path) -> list[Path]:
         """Figures of samples against data (and densities, in 2-D); returns the files written."""

@@ -35,6 +35,8 @@ class DataConfig:
 
     ``n_train``/``n_val``/``n_test`` cap the number of samples drawn or used per split; ``root``
     is where a task's data files are, for tasks that read files (boltzmann, miniboone).
+    ``unconstrain``: model ``T(x)``, the data's bounded support mapped to the reals
+    (:class:`molfff.fff.support.Unconstrain`), for tasks that know their support (sbi).
     """
 
     name: str = "toy2d"
@@ -43,6 +45,7 @@ class DataConfig:
     n_test: int = 20000
     batch_size: int = 256
     standardize: bool = True
+    unconstrain: bool = False
     num_workers: int = 0
     root: str | None = None
 

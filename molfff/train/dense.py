@@ -67,7 +67,8 @@ class DenseTask:
         )
 
     def new_module(self, config: Config) -> FFFModule:
-        """FFFModule standardised with the training split's statistics (``data.standardize``)."""
+        """FFFModule standardised with the training split's statistics (``data.standardize``),
+        after mapping the task's support to the reals (``data.unconstrain``)."""
         train = self.data.splits["train"]
         cond_dim = 0 if train.c is None else train.c.shape[1]
         particles = self.data.particles
@@ -77,9 +78,25 @@ class DenseTask:
                 "config key data.standardize: particle systems keep their units "
                 "(per-coordinate scaling would break equivariance); set it to false"
             )
+        if config.data.unconstrain:
+            self._set_support(module, train.x)
         if config.data.standardize:
             module.set_standardization(train.x, train.c)
         return module
+
+    def _set_support(self, module: FFFModule, x: torch.Tensor) -> None:
+        if self.data.support is None:
+            raise UserError(
+                f"config key data.unconstrain: task {self.name!r} does not know its data's "
+                "support; set it to false"
+            )
+        module.set_support(*self.data.support)
+        outside = int((~module.unconstrain.contains(x)).sum())
+        if outside:
+            raise UserError(
+                f"config key data.unconstrain: {outside} training rows lie on or outside the "
+                "task's support; set it to false"
+            )
 
     def evaluate(self, module: FFFModule, split: str, config: Config) -> dict:
         """Exact NLL and reconstruction (and the task's own metrics on the test split)."""

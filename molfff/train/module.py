@@ -3,7 +3,10 @@
 Trains with the surrogate loss, validates with the exact NLL (decoder Jacobian) and the
 reconstruction error. Data are standardised by fixed :class:`~molfff.fff.standardize.Standardize`
 buffers taken from the training split; reported NLLs are in the original units,
-``-log p(x) = -log q(x') + sum log scale`` with ``x' = (x - shift) / scale``. Particle systems
+``-log p(x) = -log q(x') + sum log scale`` with ``x' = (x - shift) / scale``. Data with hard
+bounds (``data.unconstrain``, e.g. a box prior) are first mapped to the reals by
+:class:`~molfff.fff.support.Unconstrain`, ``x' = (T(x) - shift) / scale``, and the NLL gains
+``-log |det dT/dx|``. Particle systems
 ``(B, n·d)`` use a zero-centre-of-mass :class:`~molfff.fff.ParticleLayout` and an equivariant
 network, and are not standardised.
 """
@@ -19,6 +22,7 @@ from torch import Tensor
 from molfff.errors import UserError
 from molfff.fff import DenseLayout, FreeFormFlow, ParticleLayout
 from molfff.fff.standardize import Standardize
+from molfff.fff.support import Unconstrain
 from molfff.nn import LocScaleInput, LocScaleOutput, MLPResNet, ResNet, resnet
 from molfff.train.checkpoint import SavesClassPath
 from molfff.train.config import Config, config_from_dict
@@ -134,25 +138,47 @@ class FFFModule(SavesClassPath, L.LightningModule):
             layout=ParticleLayout(*particles) if particles else DenseLayout(),
             event_shape=(dim,),
         )
+        self.unconstrain = Unconstrain(dim)
         self.standardize_x = Standardize(dim)
         self.standardize_c = Standardize(cond_dim)
 
+    def set_support(self, lower: Tensor, upper: Tensor) -> None:
+        """Model ``T(x)`` instead of ``x``, which lies in ``lower < x < upper`` (``(D,)`` each,
+        ``±inf`` for none; :class:`~molfff.fff.support.Unconstrain`). Call before
+        :meth:`set_standardization`."""
+        self.unconstrain.set_bounds(lower, upper)
+
     def set_standardization(self, x: Tensor, c: Tensor | None = None) -> None:
-        """Fix the z-scoring of data ``x`` ``(B, D)`` and conditioning ``c`` ``(B, C)`` to the
-        training split's mean and std (constant dimensions are centred, not scaled)."""
-        self.standardize_x.fit(x)
+        """Fix the z-scoring of data ``x`` ``(B, D)`` (after :meth:`set_support`'s map) and
+        conditioning ``c`` ``(B, C)`` to the training split's mean and std (constant dimensions
+        are centred, not scaled)."""
+        self.standardize_x.fit(self.unconstrain(x))
         if c is not None:
             self.standardize_c.fit(c)
+
+    def to_flow(self, x: Tensor) -> Tensor:
+        """Data ``(B, D)`` in original units to the flow's space: unconstrained, z-scored."""
+        return self.standardize_x(self.unconstrain(x))
+
+    def from_flow(self, x: Tensor) -> Tensor:
+        """The inverse of :meth:`to_flow`: the flow's ``(B, D)`` in original units."""
+        return self.unconstrain.inverse(self.standardize_x.inverse(x))
+
+    def nll_offset(self, x: Tensor) -> Tensor:
+        """What turns an NLL of :meth:`to_flow`'s output into one of ``x`` ``(B, D)`` in
+        original units: ``sum log scale - log |det dT/dx|``, ``(B,)``."""
+        return self.log_scale - self.unconstrain.log_abs_det(x)
 
     def _standardize_c(self, c: Tensor | None) -> Tensor | None:
         return None if c is None else self.standardize_c(c)
 
     def _unpack(self, batch) -> tuple[Tensor, Tensor | None]:
-        x = self.standardize_x(batch[0])
+        x = self.to_flow(batch[0])
         return x, self._standardize_c(batch[1] if len(batch) > 1 else None)
 
     @property
     def log_scale(self) -> Tensor:
+        """``sum log scale`` of the z-scoring, a scalar (see :meth:`nll_offset`)."""
         return self.standardize_x.log_abs_det
 
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -181,7 +207,7 @@ class FFFModule(SavesClassPath, L.LightningModule):
             {
                 "train/loss": loss,
                 "train/reconstruction": terms.reconstruction.mean(),
-                "train/nll_surrogate": terms.nll_surrogate.mean() + self.log_scale,
+                "train/nll_surrogate": (terms.nll_surrogate + self.nll_offset(batch[0])).mean(),
             },
             prog_bar=False,
             batch_size=x.shape[0],
@@ -213,12 +239,13 @@ class FFFModule(SavesClassPath, L.LightningModule):
             ``||g(z*) - x||`` and ``iterations`` (Newton steps).
         """
         x, c = self._unpack(batch)
+        offset = self.nll_offset(batch[0])
         t = self.config.trainer
         if not exact:
             with torch.no_grad():
                 lp = self.flow.log_prob_estimate(x, c, chunk_size=t.jacobian_chunk)
                 recon = self.flow.reconstruction(x, c)
-            return {"nll_estimate": -lp + self.log_scale, "reconstruction": recon}
+            return {"nll_estimate": -lp + offset, "reconstruction": recon}
         res = self.flow.invert(
             x,
             c,
@@ -227,8 +254,8 @@ class FFFModule(SavesClassPath, L.LightningModule):
             restarts=t.newton_restarts,
         )
         return {
-            "nll_exact": -res.log_prob + self.log_scale,
-            "nll_estimate": -res.log_prob_estimate + self.log_scale,
+            "nll_exact": -res.log_prob + offset,
+            "nll_estimate": -res.log_prob_estimate + offset,
             "converged": res.converged,
             "residual": res.residual,
             "iterations": res.iterations,
@@ -281,7 +308,7 @@ class FFFModule(SavesClassPath, L.LightningModule):
         c = self._standardize_c(c)
         if c is not None and c.shape[0] == 1 and n > 1:
             c = c.expand(n, -1)
-        return self.standardize_x.inverse(self.flow.sample(n, c, generator=generator))
+        return self.from_flow(self.flow.sample(n, c, generator=generator))
 
     @torch.no_grad()
     def sample_with_log_prob(
@@ -296,27 +323,29 @@ class FFFModule(SavesClassPath, L.LightningModule):
         if c is not None and c.shape[0] == 1 and n > 1:
             c = c.expand(n, -1)
         chunk = self.config.trainer.jacobian_chunk
-        x, log_q = self.flow.sample_with_log_prob(n, c, generator=generator, chunk_size=chunk)
-        return self.standardize_x.inverse(x), log_q - self.log_scale
+        v, log_q = self.flow.sample_with_log_prob(n, c, generator=generator, chunk_size=chunk)
+        x = self.from_flow(v)
+        return x, log_q - self.nll_offset(x)
 
     @torch.no_grad()
     def log_prob(self, x: Tensor, c: Tensor | None = None, exact: bool = True) -> Tensor:
         """Log-density in original units, ``(B,)`` (evaluation: no gradients): of the model that
-        samples (``exact``: decoder preimage by Newton) or the paper's estimate at ``f(x)``."""
+        samples (``exact``: decoder preimage by Newton) or the paper's estimate at ``f(x)``;
+        ``-inf`` outside the support of :meth:`set_support`."""
         c = self._standardize_c(c)
-        x = self.standardize_x(x)
+        offset = self.nll_offset(x)
         t = self.config.trainer  # jacobian_chunk bounds memory for large particle systems
         if exact:
             lp = self.flow.log_prob(
-                x,
+                self.to_flow(x),
                 c,
                 chunk_size=t.jacobian_chunk,
                 max_iter=t.newton_max_iter,
                 restarts=t.newton_restarts,
             )
         else:
-            lp = self.flow.log_prob_estimate(x, c, chunk_size=t.jacobian_chunk)
-        return lp - self.log_scale
+            lp = self.flow.log_prob_estimate(self.to_flow(x), c, chunk_size=t.jacobian_chunk)
+        return (lp - offset).masked_fill(~self.unconstrain.contains(x), -math.inf)
 
     def configure_optimizers(self):
         return configure_adam(self, self.config.optim)
