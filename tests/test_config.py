@@ -52,6 +52,7 @@ def test_overrides_are_typed():
         (["model.egnn_node_index=-1"], "egnn_node_index must be non-negative"),
         (["model.egnn_node_index=4"], "egnn_node_index is for molecules.*toy2d ignores it"),
         (["data.name=qm9", "model.egnn_node_index=30"], "egnn_node_index must be at most 29"),
+        (["data.unconstrain=true"], "only the sbi tasks know their data's support"),
         (["loss.noise_std=nan"], "loss.noise_std must be non-negative and finite"),
         (["loss.beta=inf"], "loss.beta must be non-negative and finite"),
         (["logger.wandb=maybe"], "logger.wandb"),

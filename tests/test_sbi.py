@@ -295,8 +295,9 @@ def test_prior_bounds_are_the_supports_box():
 def test_unconstrained_module_reports_densities_of_theta():
     """With data.unconstrain the flow models T(theta) z-scored; densities, samples and NLLs
     are of theta in the prior's box (change of variables, float64)."""
+    from molfff.dense.splits import DenseData
     from molfff.train.config import load_config
-    from molfff.train.dense import SbiTask, Toy2dTask
+    from molfff.train.dense import SbiTask
 
     config = load_config(
         "sbi/gaussian_mixture", ["data.budget=500", "data.n_test=10", "data.unconstrain=true"]
@@ -328,6 +329,8 @@ def test_unconstrained_module_reports_densities_of_theta():
     old = type(module)(**module.hparams).double()
     old.load_state_dict(state)  # checkpoints from before the support: the identity
     assert old.unconstrain.is_identity
-    toy = load_config("toy2d", ["data.unconstrain=true", "data.n_train=100"])
+    with pytest.raises(UserError, match="only the sbi tasks know their data's support"):
+        load_config("toy2d", ["data.unconstrain=true"])
+    unknown = SbiTask(config.data, 0, DenseData("sbi", task.data.splits))  # support not given
     with pytest.raises(UserError, match="does not know its data's support"):
-        Toy2dTask(toy.data, 0).new_module(toy)
+        unknown.new_module(config)

@@ -59,10 +59,10 @@ def test_identity_by_default_and_for_old_states():
     assert torch.equal(t.log_abs_det(x), torch.zeros(4))
     bounded = Unconstrain(3).set_bounds(torch.zeros(3), torch.ones(3))
     fresh = Unconstrain(3)
-    fresh.load_state_dict({})  # a state saved before the buffers existed loads as the identity
-    assert fresh.is_identity
     fresh.load_state_dict(bounded.state_dict())
     assert torch.equal(fresh.upper, torch.ones(3))
+    fresh.load_state_dict({})  # a state saved before the buffers existed loads as the identity
+    assert fresh.is_identity
 
 
 def test_bad_bounds_and_clamping():
@@ -75,3 +75,24 @@ def test_bad_bounds_and_clamping():
     edge = torch.tensor([[0.0, 1.0], [-5.0, 7.0]])
     assert torch.isfinite(t(edge)).all() and torch.isfinite(t.log_abs_det(edge)).all()
     assert not t.contains(edge).any()
+
+
+def test_edges_stay_inside_and_exact():
+    t = Unconstrain(3).set_bounds(
+        torch.tensor([-1.0, 0.0, -math.inf]), torch.tensor([1, math.inf, 5])
+    )
+    x = t.inverse(torch.tensor([[40.0, 100.0, 100.0], [-40.0, -200.0, -200.0]]))
+    assert t.contains(x).all() and not t.outside(x).any()  # not on a bound, not infinite
+    near = torch.tensor([[0.0, 1e-9, 5 - 1e-3]])  # one-sided: no clamp this far from the bound
+    expected = torch.tensor([0.0, math.log(1e-9), math.log(1e-3)])
+    torch.testing.assert_close(t(near)[0], expected, rtol=1e-4, atol=1e-5)
+    log_det = math.log(2) - math.log(1e-9) - math.log(1e-3)  # -log(2 · 0.5 · 0.5) at 0
+    torch.testing.assert_close(t.log_abs_det(near), torch.tensor([log_det]), rtol=1e-4, atol=0)
+    nan_row = torch.tensor([[math.nan, 1.0, 0.0]])
+    assert not t.outside(nan_row).any()  # NaN is not "outside": callers see the NaN
+    with pytest.raises(TypeError, match="floating-point"):
+        t(torch.tensor([[0, 1, 2]]))
+    with pytest.raises(ValueError, match=r"scalar or \(3,\)"):
+        t.set_bounds(torch.zeros(2), torch.ones(3))
+    with pytest.raises(ValueError, match="overflows"):
+        t.set_bounds(-3e38, 3e38)

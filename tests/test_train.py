@@ -77,6 +77,10 @@ def test_resume_matches_uninterrupted_run(tmp_path, ema_decay):
     with pytest.raises(UserError, match=r"another model \(model.width: \d+ -> 17\)"):
         train(wider, run_dir=first.run_dir, resume=True)
     assert (first.run_dir / "config.yaml").read_text() == saved
+    # nor can another data map (the z-scoring fitted into the weights' buffers)
+    raw = load_config("toy2d", small(tmp_path, epochs=4) + ["data.standardize=false"] + same_model)
+    with pytest.raises(UserError, match=r"another model \(data.standardize: True -> False\)"):
+        train(raw, run_dir=first.run_dir, resume=True)
 
 
 def test_max_steps_caps_training_and_the_one_cycle_schedule(tmp_path):

@@ -23,16 +23,18 @@ from torch import Tensor, nn
 class Unconstrain(nn.Module):
     """``u = T(x)`` from the box ``lower < x < upper`` to the reals, ``(..., D) -> (..., D)``.
 
-    ``lower``, ``upper`` ``(D,)`` are buffers (saved with a module's state) that start at
-    ``-inf, +inf`` (the identity); :meth:`set_bounds` sets them. A state saved before these
-    buffers existed loads as the identity.
+    ``lower``, ``upper`` ``(D,)`` are buffers in the module's dtype (saved with a module's
+    state) that start at ``-inf, +inf`` (the identity); :meth:`set_bounds` sets them. A state
+    saved before these buffers existed loads as the identity.
 
-    Inputs on or beyond a finite bound are clamped to within ``eps`` of it (relative to the
-    box's width for two-sided bounds), so ``T`` stays finite; use :meth:`contains` to check data.
+    Inputs on or beyond a finite bound are clamped inside it, so ``T`` stays finite: two-sided,
+    to ``eps`` of the box's width from a face; one-sided, to the smallest normal number of the
+    input's dtype from the bound. :meth:`inverse` returns points strictly inside finite bounds.
+    Use :meth:`contains` to check data. Inputs must be floating point.
 
     Args:
         dim: D, the number of features.
-        eps: the clamp margin (default: the float32 machine epsilon).
+        eps: the two-sided clamp margin (default: the float32 machine epsilon).
     """
 
     def __init__(self, dim: int, eps: float = float(torch.finfo(torch.float32).eps)):
@@ -48,13 +50,20 @@ class Unconstrain(nn.Module):
         """Set the support; ``lower``, ``upper`` ``(D,)`` (or broadcastable), ``±inf`` for none.
 
         Raises:
-            ValueError: a bound is NaN, or ``lower >= upper`` in some dimension.
+            ValueError: a bound is NaN or does not broadcast to ``(D,)``, ``lower >= upper`` in
+                some dimension, or a two-sided box is too wide for the buffers' dtype.
         """
         d = self.lower.shape[0]
-        lower = torch.as_tensor(lower, dtype=self.lower.dtype).expand(d)
-        upper = torch.as_tensor(upper, dtype=self.upper.dtype).expand(d)
+        lower = torch.as_tensor(lower, dtype=self.lower.dtype)
+        upper = torch.as_tensor(upper, dtype=self.upper.dtype)
+        for name, b in (("lower", lower), ("upper", upper)):
+            if b.dim() > 1 or b.numel() not in (1, d):
+                raise ValueError(f"{name} bound must be a scalar or ({d},), got {tuple(b.shape)}")
+        lower, upper = lower.expand(d), upper.expand(d)
         if lower.isnan().any() or upper.isnan().any():
             raise ValueError("support bounds must not be NaN")
+        if not torch.where(lower.isfinite() & upper.isfinite(), upper - lower, 0).isfinite().all():
+            raise ValueError("a two-sided support's width overflows the buffers' dtype")
         if not (lower < upper).all():
             raise ValueError(
                 f"support needs lower < upper, got {lower.tolist()} and {upper.tolist()}"
@@ -72,7 +81,13 @@ class Unconstrain(nn.Module):
         """``(...,)`` bool: which rows of ``x`` ``(..., D)`` lie strictly inside the support."""
         return ((x > self.lower.to(x)) & (x < self.upper.to(x))).all(dim=-1)
 
+    def outside(self, x: Tensor) -> Tensor:
+        """``(...,)`` bool: rows of ``x`` ``(..., D)`` on or beyond a bound (NaN rows: False)."""
+        return ((x <= self.lower.to(x)) | (x >= self.upper.to(x))).any(dim=-1)
+
     def _parts(self, like: Tensor) -> tuple[Tensor, ...]:
+        if not like.is_floating_point():
+            raise TypeError(f"Unconstrain needs floating-point input, got {like.dtype}")
         lo, hi = self.lower.to(like), self.upper.to(like)
         has_lo, has_hi = lo.isfinite(), hi.isfinite()
         both = has_lo & has_hi
@@ -86,10 +101,13 @@ class Unconstrain(nn.Module):
         """Clamped ``s = (x - lower) / width`` and ``r = (upper - x) / width`` (one-sided: the
         distance to the one bound), each at least ``eps`` (two-sided: at most ``1 - eps``)."""
         has_lo, has_hi, both, lo0, hi0, width = self._parts(x)
-        s = ((x - lo0) / width).clamp_min(self.eps)
-        r = ((hi0 - x) / width).clamp_min(self.eps)
-        top = 1 - self.eps
-        return torch.where(both, s.clamp_max(top), s), torch.where(both, r.clamp_max(top), r)
+        tiny = torch.finfo(x.dtype).tiny
+        s, r = ((x - lo0) / width).clamp_min(tiny), ((hi0 - x) / width).clamp_min(tiny)
+        lo_eps, hi_eps = self.eps, 1 - self.eps
+        return (
+            torch.where(both, s.clamp(lo_eps, hi_eps), s),
+            torch.where(both, r.clamp(lo_eps, hi_eps), r),
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         """``u = T(x)``, ``(..., D) -> (..., D)``."""
@@ -108,7 +126,12 @@ class Unconstrain(nn.Module):
         has_lo, has_hi, both, lo0, hi0, width = self._parts(u)
         x = torch.where(both, lo0 + width * torch.sigmoid(u), u)
         x = torch.where(has_lo & ~has_hi, lo0 + u.exp(), x)
-        return torch.where(has_hi & ~has_lo, hi0 - u.exp(), x)
+        x = torch.where(has_hi & ~has_lo, hi0 - u.exp(), x)
+        # where sigmoid or exp rounds onto a bound (or overflows), the nearest number inside
+        big = torch.full_like(lo0, torch.finfo(u.dtype).max)
+        inner_lo = torch.where(has_lo, torch.nextafter(lo0, big), -big)
+        inner_hi = torch.where(has_hi, torch.nextafter(hi0, -big), big)
+        return torch.where(has_lo | has_hi, torch.minimum(torch.maximum(x, inner_lo), inner_hi), x)
 
     def log_abs_det(self, x: Tensor) -> Tensor:
         """``log |det dT/dx|`` at ``x`` ``(..., D)``, shape ``(...,)``.
@@ -126,7 +149,7 @@ class Unconstrain(nn.Module):
         return per_dim.sum(dim=-1)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # states saved before the support existed: keep the identity
-        for name in ("lower", "upper"):
-            state_dict.setdefault(prefix + name, getattr(self, name).clone())
+        # states saved before the support existed: the identity, whatever the module held
+        for name, bound in (("lower", -torch.inf), ("upper", torch.inf)):
+            state_dict.setdefault(prefix + name, torch.full_like(getattr(self, name), bound))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)

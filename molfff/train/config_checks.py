@@ -99,6 +99,11 @@ def validate(config: Config) -> None:
             f"config key model.egnn_node_index must be at most {QM9_MAX_ATOMS} (QM9's largest "
             f"molecule), got {index}"
         )
+    if config.data.unconstrain and config.data.name != "sbi":
+        raise UserError(
+            f"config key data.unconstrain: only the sbi tasks know their data's support; "
+            f"{config.data.name} does not: leave it false"
+        )
     decay = config.model.ema_decay
     if decay is not None and not 0 <= decay < 1:
         raise UserError(f"config key model.ema_decay must be in [0, 1) or null, got {decay}")

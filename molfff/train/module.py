@@ -345,7 +345,7 @@ class FFFModule(SavesClassPath, L.LightningModule):
             )
         else:
             lp = self.flow.log_prob_estimate(self.to_flow(x), c, chunk_size=t.jacobian_chunk)
-        return (lp - offset).masked_fill(~self.unconstrain.contains(x), -math.inf)
+        return (lp - offset).masked_fill(self.unconstrain.outside(x), -math.inf)
 
     def configure_optimizers(self):
         return configure_adam(self, self.config.optim)

@@ -220,6 +220,12 @@ def train(
             for f in dataclasses.fields(old.model)
             if getattr(old.model, f.name) != getattr(config.model, f.name)
         ]
+        # the data maps fitted into the weights' buffers (support, z-scoring)
+        changed += [
+            f"data.{key}: {getattr(old.data, key)!r} -> {getattr(config.data, key)!r}"
+            for key in ("standardize", "unconstrain")
+            if getattr(old.data, key) != getattr(config.data, key)
+        ]
         if changed:
             raise UserError(
                 f"{run_dir} holds weights of another model ({'; '.join(changed)}); resume it "
