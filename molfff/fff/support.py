@@ -44,6 +44,7 @@ class Unconstrain(nn.Module):
         self.eps = eps
         self.register_buffer("lower", torch.full((dim,), -torch.inf))
         self.register_buffer("upper", torch.full((dim,), torch.inf))
+        self._identity = True  # kept on the host: no device sync per call
 
     @torch.no_grad()
     def set_bounds(self, lower: Tensor, upper: Tensor) -> Unconstrain:
@@ -70,12 +71,16 @@ class Unconstrain(nn.Module):
             )
         self.lower.copy_(lower)
         self.upper.copy_(upper)
+        self._identity = self._bounds_are_infinite()
         return self
+
+    def _bounds_are_infinite(self) -> bool:
+        return not (self.lower.isfinite().any() or self.upper.isfinite().any())
 
     @property
     def is_identity(self) -> bool:
         """True when no dimension has a finite bound."""
-        return not (self.lower.isfinite().any() or self.upper.isfinite().any())
+        return self._identity
 
     def contains(self, x: Tensor) -> Tensor:
         """``(...,)`` bool: which rows of ``x`` ``(..., D)`` lie strictly inside the support."""
@@ -99,7 +104,7 @@ class Unconstrain(nn.Module):
 
     def _distances(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Clamped ``s = (x - lower) / width`` and ``r = (upper - x) / width`` (one-sided: the
-        distance to the one bound), each at least ``eps`` (two-sided: at most ``1 - eps``)."""
+        distance to the one bound), each clamped as the class describes."""
         has_lo, has_hi, both, lo0, hi0, width = self._parts(x)
         tiny = torch.finfo(x.dtype).tiny
         s, r = ((x - lo0) / width).clamp_min(tiny), ((hi0 - x) / width).clamp_min(tiny)
@@ -120,7 +125,7 @@ class Unconstrain(nn.Module):
         return torch.where(has_hi & ~has_lo, r.log(), u)
 
     def inverse(self, u: Tensor) -> Tensor:
-        """``x = T^{-1}(u)``, ``(..., D) -> (..., D)``; always inside the (closed) support."""
+        """``x = T^{-1}(u)``, ``(..., D) -> (..., D)``; strictly inside finite bounds."""
         if self.is_identity:
             return u
         has_lo, has_hi, both, lo0, hi0, width = self._parts(u)
@@ -153,3 +158,4 @@ class Unconstrain(nn.Module):
         for name, bound in (("lower", -torch.inf), ("upper", torch.inf)):
             state_dict.setdefault(prefix + name, torch.full_like(getattr(self, name), bound))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._identity = self._bounds_are_infinite()
