@@ -324,7 +324,7 @@ def test_unconstrained_module_reports_densities_of_theta():
     g = torch.Generator().manual_seed(0)
     samples, log_p = module.sample_with_log_prob(50, x[:1], generator=g)
     assert module.unconstrain.contains(samples).all()
-    torch.testing.assert_close(log_p, module.log_prob(samples, x[:1].expand(50, -1)))
+    torch.testing.assert_close(log_p, module.log_prob(samples, x[:1]))  # one x_o for all
     state = {k: v for k, v in module.state_dict().items() if not k.startswith("unconstrain.")}
     old = type(module)(**module.hparams).double()
     old.load_state_dict(state)  # checkpoints from before the support: the identity

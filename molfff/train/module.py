@@ -329,10 +329,13 @@ class FFFModule(SavesClassPath, L.LightningModule):
 
     @torch.no_grad()
     def log_prob(self, x: Tensor, c: Tensor | None = None, exact: bool = True) -> Tensor:
-        """Log-density in original units, ``(B,)`` (evaluation: no gradients): of the model that
-        samples (``exact``: decoder preimage by Newton) or the paper's estimate at ``f(x)``;
-        ``-inf`` outside the support of :meth:`set_support`."""
+        """Log-density of ``x`` ``(B, D)`` given ``c`` ``(B, C)`` or ``(1, C)``, in original
+        units, ``(B,)`` (evaluation: no gradients): of the model that samples (``exact``: decoder
+        preimage by Newton) or the paper's estimate at ``f(x)``; ``-inf`` outside the support
+        of :meth:`set_support`."""
         c = self._standardize_c(c)
+        if c is not None and c.shape[0] == 1 and x.shape[0] > 1:
+            c = c.expand(x.shape[0], -1)
         offset = self.nll_offset(x)
         t = self.config.trainer  # jacobian_chunk bounds memory for large particle systems
         if exact:
