@@ -102,10 +102,11 @@ class Unconstrain(nn.Module):
         width = torch.where(both, hi0 - lo0, torch.ones_like(lo))
         return has_lo, has_hi, both, lo0, hi0, width
 
-    def _distances(self, x: Tensor) -> tuple[Tensor, Tensor]:
+    def _distances(self, x: Tensor, parts: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         """Clamped ``s = (x - lower) / width`` and ``r = (upper - x) / width`` (one-sided: the
-        distance to the one bound), each clamped as the class describes."""
-        has_lo, has_hi, both, lo0, hi0, width = self._parts(x)
+        distance to the one bound), each clamped as the class describes; ``parts`` from
+        :meth:`_parts`."""
+        has_lo, has_hi, both, lo0, hi0, width = parts
         tiny = torch.finfo(x.dtype).tiny
         s, r = ((x - lo0) / width).clamp_min(tiny), ((hi0 - x) / width).clamp_min(tiny)
         lo_eps, hi_eps = self.eps, 1 - self.eps
@@ -118,8 +119,9 @@ class Unconstrain(nn.Module):
         """``u = T(x)``, ``(..., D) -> (..., D)``."""
         if self.is_identity:
             return x
-        has_lo, has_hi, both, *_ = self._parts(x)
-        s, r = self._distances(x)
+        parts = self._parts(x)
+        has_lo, has_hi, both, *_ = parts
+        s, r = self._distances(x, parts)
         u = torch.where(both, s.log() - r.log(), x)
         u = torch.where(has_lo & ~has_hi, s.log(), u)
         return torch.where(has_hi & ~has_lo, r.log(), u)
@@ -146,8 +148,9 @@ class Unconstrain(nn.Module):
         """
         if self.is_identity:
             return x.new_zeros(x.shape[:-1])
-        has_lo, has_hi, both, lo0, hi0, width = self._parts(x)
-        s, r = self._distances(x)
+        parts = self._parts(x)
+        has_lo, has_hi, both, _, _, width = parts
+        s, r = self._distances(x, parts)
         per_dim = torch.where(both, -(width.log() + s.log() + r.log()), torch.zeros_like(x))
         per_dim = torch.where(has_lo & ~has_hi, -s.log(), per_dim)
         per_dim = torch.where(has_hi & ~has_lo, -r.log(), per_dim)

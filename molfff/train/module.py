@@ -172,6 +172,11 @@ class FFFModule(SavesClassPath, L.LightningModule):
     def _standardize_c(self, c: Tensor | None) -> Tensor | None:
         return None if c is None else self.standardize_c(c)
 
+    def _condition(self, c: Tensor | None, n: int) -> Tensor | None:
+        """Standardised conditioning for ``n`` rows; one row ``(1, C)`` serves them all."""
+        c = self._standardize_c(c)
+        return c.expand(n, -1) if c is not None and c.shape[0] == 1 and n > 1 else c
+
     def _unpack(self, batch) -> tuple[Tensor, Tensor | None]:
         x = self.to_flow(batch[0])
         return x, self._standardize_c(batch[1] if len(batch) > 1 else None)
@@ -305,9 +310,7 @@ class FFFModule(SavesClassPath, L.LightningModule):
         self, n: int, c: Tensor | None = None, generator: torch.Generator | None = None
     ) -> Tensor:
         """``n`` samples in original units, ``(n, D)``; ``c`` is ``(n, C)`` or ``(1, C)``."""
-        c = self._standardize_c(c)
-        if c is not None and c.shape[0] == 1 and n > 1:
-            c = c.expand(n, -1)
+        c = self._condition(c, n)
         return self.from_flow(self.flow.sample(n, c, generator=generator))
 
     @torch.no_grad()
@@ -319,9 +322,7 @@ class FFFModule(SavesClassPath, L.LightningModule):
         See :meth:`molfff.fff.FreeFormFlow.sample_with_log_prob`: the density is taken at the
         latent each sample was decoded from.
         """
-        c = self._standardize_c(c)
-        if c is not None and c.shape[0] == 1 and n > 1:
-            c = c.expand(n, -1)
+        c = self._condition(c, n)
         chunk = self.config.trainer.jacobian_chunk
         v, log_q = self.flow.sample_with_log_prob(n, c, generator=generator, chunk_size=chunk)
         x = self.from_flow(v)
@@ -333,21 +334,19 @@ class FFFModule(SavesClassPath, L.LightningModule):
         units, ``(B,)`` (evaluation: no gradients): of the model that samples (``exact``: decoder
         preimage by Newton) or the paper's estimate at ``f(x)``; ``-inf`` outside the support
         of :meth:`set_support`."""
-        c = self._standardize_c(c)
-        if c is not None and c.shape[0] == 1 and x.shape[0] > 1:
-            c = c.expand(x.shape[0], -1)
-        offset = self.nll_offset(x)
+        c = self._condition(c, x.shape[0])
+        offset, v = self.nll_offset(x), self.to_flow(x)
         t = self.config.trainer  # jacobian_chunk bounds memory for large particle systems
         if exact:
             lp = self.flow.log_prob(
-                self.to_flow(x),
+                v,
                 c,
                 chunk_size=t.jacobian_chunk,
                 max_iter=t.newton_max_iter,
                 restarts=t.newton_restarts,
             )
         else:
-            lp = self.flow.log_prob_estimate(self.to_flow(x), c, chunk_size=t.jacobian_chunk)
+            lp = self.flow.log_prob_estimate(v, c, chunk_size=t.jacobian_chunk)
         return (lp - offset).masked_fill(self.unconstrain.outside(x), -math.inf)
 
     def configure_optimizers(self):
