@@ -10,7 +10,11 @@ table of ``bench_sbi.py``. Rows are written as scores come in, and a second call
 is missing, so an interrupted rescoring continues where it stopped. Sample sets that
 ``results.csv`` already scored with sbibm's classifier are copied, not scored again.
 
-    python scripts/rescore_sbi.py DIR [--tasks two_moons slcp] [--c2st-jobs 2]
+Sets are scored observation by observation, FFF and NPE of one observation in turn, so a
+partial rescoring (``--observations N``, or one interrupted) compares the methods on the same
+observations.
+
+    python scripts/rescore_sbi.py DIR [--tasks two_moons slcp] [--observations 3] [--c2st-jobs 2]
 """
 
 from __future__ import annotations
@@ -48,8 +52,11 @@ SAMPLES = re.compile(
 MIN_ROWS = 5  # the C2ST's folds
 
 
-def sample_sets(out_dir: Path, tasks: list[str] | None) -> list[tuple[tuple, Path]]:
-    """``((task, budget, method, k), path)`` for every kept sample set, sorted.
+def sample_sets(
+    out_dir: Path, tasks: list[str] | None, observations: int = NUM_OBSERVATIONS
+) -> list[tuple[tuple, Path]]:
+    """``((task, budget, method, k), path)`` for every kept sample set of observations
+    ``1..observations``, sorted by task, budget, observation, method.
 
     Raises:
         UserError: no such folder, or no file in ``samples/`` named as bench_sbi.py names them.
@@ -67,16 +74,18 @@ def sample_sets(out_dir: Path, tasks: list[str] | None) -> list[tuple[tuple, Pat
             other.append(path.name)
             continue
         key = (m["task"], int(m["budget"]), m["method"], int(m["k"]))
-        if tasks is None or key[0] in tasks:
+        if (tasks is None or key[0] in tasks) and key[3] <= observations:
             found.append((key, path))
     if not found:
         which = f" of {', '.join(tasks)}" if tasks else ""
+        if observations < NUM_OBSERVATIONS:
+            which += f" for observations 1-{observations}"
         names = f"; other files there: {', '.join(other[:3])}" if other else ""
         raise UserError(
             f"no sample files{which} named <task>_<budget>_<fff|npe>_obs<1-10>.pt in "
             f"{folder}{names}"
         )
-    return found
+    return sorted(found, key=lambda item: (item[0][0], item[0][1], item[0][3], item[0][2]))
 
 
 def load_samples(path: Path, task: str | None = None) -> torch.Tensor:
@@ -118,6 +127,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("out_dir", type=Path, help="a bench_sbi.py --out-dir")
     p.add_argument("--tasks", nargs="+", default=None, help="only these tasks (default: all)")
     p.add_argument(
+        "--observations",
+        type=int,
+        default=NUM_OBSERVATIONS,
+        help=f"score observations 1..N only (default: all {NUM_OBSERVATIONS})",
+    )
+    p.add_argument(
         "--c2st-jobs",
         type=int,
         default=None,
@@ -127,6 +142,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = [t for t in args.tasks or () if t not in TASK_NAMES]
     if unknown:
         p.error(f"unknown task {unknown[0]!r}; choose from {', '.join(TASK_NAMES)}")
+    if not 1 <= args.observations <= NUM_OBSERVATIONS:
+        p.error(f"--observations must be 1-{NUM_OBSERVATIONS}, not {args.observations}")
     if args.c2st_jobs == 0:
         p.error("--c2st-jobs must be positive (or negative: all cores but |n| - 1), not 0")
     return args
@@ -154,7 +171,7 @@ class Interrupt:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sets = sample_sets(args.out_dir, args.tasks)
+    sets = sample_sets(args.out_dir, args.tasks, args.observations)
     trained = {
         (r["task"], int(r["budget"]), r["method"], int(r["observation"])): r
         for r in read_rows(args.out_dir / "results.csv")
@@ -198,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             f.flush()
             rows.append(row)
             print(f"[{i}/{len(todo)}] {task} {budget} {method} obs {k}: {c:.3f}", file=sys.stderr)
-    summary = summarise(rows)
+    summary = summarise([r for r in rows if int(r["observation"]) <= args.observations])
     plot(summary, args.out_dir / "c2st_sbibm.png", "sbibm")
     print_table(summary)
     print("C2ST classifier: sbibm")

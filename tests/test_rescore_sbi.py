@@ -57,6 +57,31 @@ def test_scores_what_is_missing_once_and_copies_sbibm_scores(tmp_path, monkeypat
     assert len(calls) == 1 and len(_rows(run)) == 2
 
 
+def test_observations_are_scored_in_pairs_and_can_be_capped(tmp_path, monkeypatch):
+    for method in ("fff", "npe"):
+        for k in (1, 2, 3):
+            bench.save_samples(
+                bench.samples_path(tmp_path, "two_moons", 1000, method, k), torch.zeros(5, 2)
+            )
+    calls = []
+    monkeypatch.setattr(
+        rescore, "posterior_c2st", lambda t, k, s, n_jobs=None: calls.append(k) or 0.7
+    )
+    assert rescore.main([str(tmp_path), "--observations", "2"]) == 0
+    assert calls == [1, 1, 2, 2]  # FFF and NPE of one observation in turn; observation 3 left
+    with (tmp_path / "results_sbibm.csv").open(newline="") as f:
+        assert [(r["observation"], r["method"]) for r in csv.DictReader(f)] == [
+            ("1", "fff"),
+            ("1", "npe"),
+            ("2", "fff"),
+            ("2", "npe"),
+        ]
+    assert rescore.main([str(tmp_path)]) == 0  # the rest, once
+    assert calls == [1, 1, 2, 2, 3, 3]
+    with pytest.raises(SystemExit):
+        rescore.parse_args([str(tmp_path), "--observations", "11"])
+
+
 def test_a_torn_last_row_is_scored_again(tmp_path, monkeypatch):
     run = _run_dir(tmp_path)
     monkeypatch.setattr(rescore, "posterior_c2st", lambda *a, **k: 0.7)
